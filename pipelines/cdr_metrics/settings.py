@@ -1,0 +1,34 @@
+"""Defaults for the CDR Get Metrics source (all overridable from config or the CLI)."""
+
+from __future__ import annotations
+
+SOURCE_NAME = "cdr_metrics"
+DATASET_NAME = "cdr_metrics"
+PIPELINE_NAME = "cdr_metrics"
+
+METRICS_PATH = "/cds-au/v1/admin/metrics"
+SCOPE = "admin:metrics.basic:read"
+CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
+# Versions this connector can parse; the holder picks the highest it supports in [x-min-v, x-v].
+SUPPORTED_VERSIONS = (2, 3, 4, 5)
+DEFAULT_X_V = 5
+DEFAULT_X_MIN_V = 2
+PERIODS = ("CURRENT", "HISTORIC", "ALL")
+DEFAULT_PERIOD = "ALL"
+DEFAULT_TIMEZONE = "Australia/Sydney"
+
+SIGNING_ALGORITHMS = ("PS256", "RS256", "ES256")
+DEFAULT_SIGNING_ALGORITHM = "PS256"
+CLIENT_ASSERTION_LIFETIME_S = 60
+
+TIMEOUT_S = 30.0
+MAX_ATTEMPTS = 3
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+MAX_RETRY_AFTER_S = 30.0
+
+OBSERVATIONS_TABLE = "metric_observations"
+SNAPSHOTS_TABLE = "snapshots"
+# `hour` is NULL for daily and monthly rows; merge keys must not be NULL, so the key uses `hour_key`
+# (= hour for hourly rows, NO_HOUR for the others).
+NO_HOUR = -1

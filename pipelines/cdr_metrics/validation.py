@@ -1,0 +1,61 @@
+"""Validate Get Metrics payloads against the JSON Schema of the version the holder served."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+
+SCHEMA_DIR = Path(__file__).parent / "schemas"
+ROOTS = {version: f"ResponseMetricsListV{version}.json" for version in (2, 3, 4, 5)}
+
+
+class PayloadError(ValueError):
+    """The payload breaks its version's schema; `path` is the JSON path of the first problem."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+@cache
+def _registry() -> Registry:
+    resources = [
+        (p.name, Resource.from_contents(json.loads(p.read_text()), default_specification=DRAFT202012))
+        for p in SCHEMA_DIR.glob("*.json")
+    ]
+    return Registry().with_resources(resources)
+
+
+@cache
+def validator(version: int) -> Draft202012Validator:
+    schema = _registry().contents(ROOTS[version])
+    return Draft202012Validator(schema, registry=_registry())
+
+
+def json_path(parts: Any) -> str:
+    out = "$"
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
+
+
+def validate_payload(payload: Any, version: int) -> None:
+    """Raise PayloadError for the most relevant problem (jsonschema's best_match) or return quietly."""
+    if version not in ROOTS:
+        raise PayloadError("$", f"no schema for version {version}")
+    error = best_match(validator(version).iter_errors(payload))
+    if error is not None:
+        raise PayloadError(json_path(error.absolute_path), _short(error.message))
+
+
+def _short(message: str, limit: int = 160) -> str:
+    message = " ".join(message.split())
+    return message if len(message) <= limit else message[: limit - 3] + "..."
