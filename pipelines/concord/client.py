@@ -1,0 +1,375 @@
+"""HTTP client for the Concord Privacy API: auth, timeouts, retries, paging and error mapping.
+
+Paging rules, chosen for real servers rather than our sandbox:
+- advance by the number of items actually received, never by the requested `limit` (servers
+  may cap a page silently, or answer an odd page size);
+- once the first page gives `total`, fetch the rest of the window concurrently (bounded);
+- a window is accepted only when its pages add up: every page reports the same `total` and the
+  distinct keys received equal it. Otherwise it is read again, then split in halves, down to
+  windows that fit in one response (which is consistent by construction).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Hashable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import orjson
+
+from pipelines import __version__
+from pipelines.concord import settings
+from pipelines.concord.windows import Window
+from pipelines.errors import ApiError, ConfigError
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+KeyFn = Callable[[dict[str, Any]], Hashable]
+
+
+@dataclass
+class ClientOptions:
+    base_url: str
+    api_key: str
+    organization_id: str
+    concurrency: int = settings.DEFAULT_CONCURRENCY
+    page_limit: int = settings.PAGE_LIMIT
+    timeout: float = 30.0
+    connect_timeout: float = 10.0
+    max_retries: int = 6
+    connect_retries: int = 2
+    backoff_base: float = 0.5
+    backoff_max: float = 30.0
+    retry_after_max: float = 120.0
+    max_window_rows: int = settings.MAX_WINDOW_ROWS
+    window_attempts: int = 2  # full re-reads of a drifting window before it is split
+
+
+@dataclass
+class ResourceStats:
+    """What the run summary reports per resource; updated from worker threads under a lock."""
+
+    pages: int = 0
+    requests: int = 0
+    retries: int = 0
+    rereads: int = 0
+    splits: int = 0
+    items: int = 0
+    seconds: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, **counts: float) -> None:
+        with self._lock:
+            for name, value in counts.items():
+                setattr(self, name, getattr(self, name) + value)
+
+
+@dataclass
+class Page:
+    offset: int
+    requested: int
+    total: int
+    items: list[dict[str, Any]]
+
+
+class GarbageResponse(Exception):
+    """A 200 whose body is not the API's JSON (truncated, HTML, wrong shape): retried, then reported."""
+
+
+class ConcordClient:
+    def __init__(self, options: ClientOptions) -> None:
+        self.options = options
+        self.base_url = options.base_url.rstrip("/")
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            headers={
+                "x-api-key": options.api_key,
+                "accept": "application/json",
+                "user-agent": f"concord-pipelines/{__version__}",
+            },
+            timeout=httpx.Timeout(options.timeout, connect=options.connect_timeout),
+            limits=httpx.Limits(max_connections=options.concurrency * 2, max_keepalive_connections=options.concurrency * 2),
+            follow_redirects=True,
+        )
+        self._pool = ThreadPoolExecutor(max_workers=max(1, options.concurrency), thread_name_prefix="concord-http")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._http.close()
+
+    def __enter__(self) -> ConcordClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def path(self, template: str, project: str | None = None) -> str:
+        return template.format(org=self.options.organization_id, project=project or "")
+
+    # -- single requests -------------------------------------------------------------------
+
+    def get_json(self, path: str, params: dict[str, Any], stats: ResourceStats) -> Any:
+        """GET with retries on 429/5xx/connection errors/garbage bodies; 4xx become clear errors."""
+        attempt = 0
+        while True:
+            stats.add(requests=1)
+            try:
+                response = self._http.get(path, params=params)
+                if response.status_code in RETRY_STATUSES:
+                    raise _Retryable(response)
+                if response.status_code >= 400:
+                    raise self._client_error(response, path)
+                return self._decode(response)
+            except (_Retryable, httpx.TransportError, GarbageResponse) as err:
+                budget = self.options.connect_retries if isinstance(err, httpx.ConnectError) else self.options.max_retries
+                if attempt >= budget:
+                    raise self._exhausted(err, path, attempt) from None
+                delay = self._delay(err, attempt)
+                log.info("retrying %s in %.2fs after %s", path, delay, _describe(err))
+                stats.add(retries=1)
+                attempt += 1
+                time.sleep(delay)
+
+    def get_page(self, path: str, params: dict[str, Any], offset: int, stats: ResourceStats) -> Page:
+        limit = self.options.page_limit
+        body = self.get_json(path, {**params, "offset": offset, "limit": limit}, stats)
+        items, total = _page_fields(body, path)
+        stats.add(pages=1)
+        return Page(offset=offset, requested=limit, total=total, items=items)
+
+    def _decode(self, response: httpx.Response) -> Any:
+        try:
+            return orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            kind = response.headers.get("content-type", "unknown content type").split(";")[0]
+            raise GarbageResponse(f"a body that is not JSON ({kind}, {len(response.content)} bytes)") from None
+
+    def _delay(self, err: Exception, attempt: int) -> float:
+        backoff = min(self.options.backoff_max, self.options.backoff_base * 2**attempt)
+        backoff *= 0.5 + random.random() / 2  # jitter so concurrent workers do not retry in step
+        if isinstance(err, _Retryable):
+            retry_after = _retry_after_seconds(err.response.headers.get("retry-after"))
+            if retry_after is not None:
+                return min(max(retry_after, 0.0), self.options.retry_after_max)
+        return backoff
+
+    def _client_error(self, response: httpx.Response, path: str) -> Exception:
+        status, message = response.status_code, _error_message(response)
+        org = self.options.organization_id
+        if status == 401:
+            return ConfigError(
+                f"the Concord API refused the request as unauthenticated (401: {message}); "
+                "set the API key in SOURCES__CONCORD__API_KEY or .dlt/secrets.toml"
+            )
+        if status == 403:
+            return ConfigError(
+                f"the Concord API key was rejected for organization {org} (403: {message}); "
+                "check the key in SOURCES__CONCORD__API_KEY or .dlt/secrets.toml and that it can read this organization"
+            )
+        if status == 404:
+            return ConfigError(
+                f"not found: {path} (404: {message}); check the organization id ({org}), "
+                "the configured project ids and the base URL"
+            )
+        if status == 422:
+            return ApiError(f"the Concord API rejected the request parameters for {path} (422: {message})")
+        return ApiError(f"the Concord API answered {status} for {path}: {message}")
+
+    def _exhausted(self, err: Exception, path: str, attempts: int) -> Exception:
+        where = f"{self.base_url}{path}"
+        if isinstance(err, httpx.ConnectError):
+            return ConfigError(f"cannot connect to {self.base_url} ({_describe(err)}); check --base-url / SOURCES__CONCORD__BASE_URL and the network")
+        if isinstance(err, GarbageResponse):
+            return ApiError(
+                f"{where} answered {err} {attempts + 1} times; is the base URL the Concord API "
+                "(ending in /privacy-v1)? Check --base-url / SOURCES__CONCORD__BASE_URL"
+            )
+        return ApiError(f"gave up on {where} after {attempts + 1} attempts: {_describe(err)}; the next run retries from the same cursor")
+
+    # -- paging ----------------------------------------------------------------------------
+
+    def iter_pages(
+        self,
+        path: str,
+        params: dict[str, Any],
+        key: KeyFn,
+        stats: ResourceStats,
+        windows: list[Window] | None = None,
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Yield the items of every page of every window, each distinct key once per window read."""
+        crawl = _Crawl(self, path, params, key, stats)
+        yield from crawl.run(windows)
+
+
+class _Retryable(Exception):
+    def __init__(self, response: httpx.Response) -> None:
+        super().__init__(f"HTTP {response.status_code}")
+        self.response = response
+
+
+@dataclass
+class _WindowRead:
+    """One read of one window: what its pages said, to decide whether they add up."""
+
+    window: Window | None
+    attempt: int
+    total: int = -1
+    step: int = 0
+    outstanding: int = 0
+    totals: set[int] = field(default_factory=set)
+    keys: set[Hashable] = field(default_factory=set)
+    scheduled: set[int] = field(default_factory=set)
+
+    def consistent(self) -> bool:
+        return self.totals == {self.total} and len(self.keys) == self.total
+
+
+class _Crawl:
+    """Schedules probe and page requests over a thread pool and yields pages as they complete."""
+
+    def __init__(self, client: ConcordClient, path: str, params: dict[str, Any], key: KeyFn, stats: ResourceStats) -> None:
+        self.client, self.path, self.params, self.key, self.stats = client, path, params, key, stats
+        self.queue: deque[tuple[_WindowRead, int]] = deque()
+        self.inflight: dict[Future[Page], tuple[_WindowRead, int]] = {}
+
+    def run(self, windows: list[Window] | None) -> Iterator[list[dict[str, Any]]]:
+        for window in windows if windows is not None else [None]:
+            self.queue.append((_WindowRead(window, attempt=0), 0))
+        try:
+            while self.queue or self.inflight:
+                self._fill()
+                done, _ = wait(list(self.inflight), return_when=FIRST_COMPLETED)
+                for future in done:
+                    read, offset = self.inflight.pop(future)
+                    items = self._handle(read, offset, future.result())
+                    if items:
+                        yield items
+        finally:
+            for future in self.inflight:
+                future.cancel()
+
+    def _fill(self) -> None:
+        while self.queue and len(self.inflight) < self.client.options.concurrency:
+            read, offset = self.queue.popleft()
+            params = {**self.params, **(read.window.params() if read.window else {})}
+            future = self.client._pool.submit(self.client.get_page, self.path, params, offset, self.stats)
+            self.inflight[future] = (read, offset)
+
+    def _handle(self, read: _WindowRead, offset: int, page: Page) -> list[dict[str, Any]]:
+        if read.total < 0:  # the first page of this read
+            if self._too_big(read, page):
+                return []
+            self._plan(read, page)
+        read.outstanding -= 1
+        read.totals.add(page.total)
+        fresh = []
+        for item in page.items:
+            item_key = self.key(item)
+            if item_key not in read.keys:
+                read.keys.add(item_key)
+                fresh.append(item)
+        self._fill_gap(read, offset, len(page.items))
+        if read.outstanding == 0:
+            self._finish(read)
+        self.stats.add(items=len(fresh))
+        return fresh
+
+    def _too_big(self, read: _WindowRead, page: Page) -> bool:
+        window = read.window
+        if window is None or page.total <= self.client.options.max_window_rows or not window.splittable:
+            return False
+        self.stats.add(splits=1)
+        for half in window.split():
+            self.queue.append((_WindowRead(half, attempt=0), 0))
+        return True
+
+    def _plan(self, read: _WindowRead, first: Page) -> None:
+        read.total = first.total
+        read.step = len(first.items) or first.requested
+        read.outstanding = 1
+        read.scheduled.add(0)
+        for offset in range(len(first.items), first.total, read.step) if first.items else ():
+            self._schedule(read, offset)
+
+    def _schedule(self, read: _WindowRead, offset: int) -> None:
+        read.scheduled.add(offset)
+        read.outstanding += 1
+        self.queue.append((read, offset))
+
+    def _fill_gap(self, read: _WindowRead, offset: int, received: int) -> None:
+        """A short page (a cap below our limit, or an odd size): fetch from where it really ended."""
+        if received == 0:
+            return
+        end = offset + received
+        next_planned = min((o for o in read.scheduled if o > offset), default=read.total)
+        if end < min(next_planned, read.total) and end not in read.scheduled:
+            self._schedule(read, end)
+
+    def _finish(self, read: _WindowRead) -> None:
+        if read.consistent():
+            return
+        log.info("window %s did not add up (totals %s, %d distinct of %d); reading again", read.window, read.totals, len(read.keys), read.total)
+        if read.attempt + 1 < self.client.options.window_attempts:
+            self.stats.add(rereads=1)
+            self.queue.append((_WindowRead(read.window, attempt=read.attempt + 1), 0))
+        elif read.window is not None and read.window.splittable:
+            self.stats.add(splits=1)
+            for half in read.window.split():
+                self.queue.append((_WindowRead(half, attempt=0), 0))
+        else:
+            raise ApiError(
+                f"pages of {self.client.base_url}{self.path} did not add up to their total after "
+                f"{read.attempt + 1} reads (data changing faster than it can be paged); run again"
+            )
+
+
+def _page_fields(body: Any, path: str) -> tuple[list[dict[str, Any]], int]:
+    if not isinstance(body, dict) or not isinstance(body.get("items"), list):
+        raise GarbageResponse(f"JSON without an 'items' list ({type(body).__name__})")
+    items = body["items"]
+    total = body.get("total")
+    if not isinstance(total, int):
+        total = body.get("offset", 0) + len(items)  # no total: treat this page as the last
+    return items, total
+
+
+def _retry_after_seconds(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        return email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+    except (TypeError, ValueError):
+        return None
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        body = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        return response.reason_phrase or "no message"
+    if isinstance(body, dict):
+        return str(body.get("message") or body.get("error") or response.reason_phrase)
+    return response.reason_phrase
+
+
+def _describe(err: Exception) -> str:
+    if isinstance(err, _Retryable):
+        return str(err)
+    if isinstance(err, httpx.TimeoutException):
+        return f"timed out ({type(err).__name__})"
+    if isinstance(err, httpx.TransportError):
+        return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+    return str(err)

@@ -1,0 +1,172 @@
+"""Pure functions that turn API items into SQL-friendly rows: flattening, timestamps, PII, arrow.
+
+Each page becomes one pyarrow table with an explicit schema, so dlt skips per-row normalisation
+and a column keeps its declared type even when a page holds only nulls.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any, Literal
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+from dlt.common.normalizers.naming.snake_case import NamingConvention
+
+from pipelines.concord.settings import BIGINT, BOOL, DATE, DOUBLE, JSON, PII_COLUMNS, TEXT, TIMESTAMP
+
+PiiMode = Literal["keep", "hash", "drop"]
+SEPARATOR = "__"
+# An epoch number this large is in milliseconds: 1e11 seconds is the year 5138, 1e11 ms is 1973.
+EPOCH_MS_THRESHOLD = 100_000_000_000
+
+_naming = NamingConvention()
+ARROW_TYPES: dict[str, pa.DataType] = {
+    TEXT: pa.string(),
+    BIGINT: pa.int64(),
+    DOUBLE: pa.float64(),
+    BOOL: pa.bool_(),
+    TIMESTAMP: pa.timestamp("us", tz="UTC"),
+    JSON: pa.string(),
+    DATE: pa.date32(),
+}
+DLT_TYPES = {TEXT: "text", BIGINT: "bigint", DOUBLE: "double", BOOL: "bool", TIMESTAMP: "timestamp", JSON: "json", DATE: "date"}
+
+
+@lru_cache(maxsize=4096)
+def column_name(key: str) -> str:
+    """camelCase API field -> snake_case column, as dlt's default naming convention does."""
+    return _naming.normalize_identifier(key)
+
+
+def flatten(item: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested objects become `parent__child` columns; lists stay values (stored as JSON)."""
+    row: dict[str, Any] = {}
+    for key, value in item.items():
+        name = prefix + column_name(key)
+        if isinstance(value, dict) and value:
+            row.update(flatten(value, name + SEPARATOR))
+        elif isinstance(value, dict):
+            continue  # an empty object carries no column
+        else:
+            row[name] = value
+    return row
+
+
+def to_utc(value: Any) -> datetime | None:
+    """ISO-8601 strings and epoch numbers (seconds or milliseconds) -> aware UTC datetime."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise ValueError(f"not a timestamp: {value!r}")
+    if isinstance(value, int | float):
+        seconds = value / 1000 if abs(value) >= EPOCH_MS_THRESHOLD else value
+        return datetime.fromtimestamp(seconds, tz=UTC)
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lstrip("-").isdigit():
+            return to_utc(int(text))
+        parsed = datetime.fromisoformat(_trim_fraction(text))
+        if parsed.tzinfo is None:  # the API documents UTC; a naive value is read as UTC
+            parsed = parsed.replace(tzinfo=UTC)
+        return parsed.astimezone(UTC)
+    raise ValueError(f"not a timestamp: {value!r}")
+
+
+def _trim_fraction(text: str) -> str:
+    """Python parses at most microseconds; cut nanosecond fractions down to six digits."""
+    dot = text.find(".")
+    if dot < 0:
+        return text
+    end = dot + 1
+    while end < len(text) and text[end].isdigit():
+        end += 1
+    return text[: min(end, dot + 7)] + text[end:]
+
+
+def hash_value(value: Any, salt: bytes) -> str | None:
+    if value is None:
+        return None
+    return hmac.new(salt, str(value).encode(), hashlib.sha256).hexdigest()
+
+
+def apply_pii(row: dict[str, Any], mode: PiiMode, salt: bytes | None) -> None:
+    if mode == "keep":
+        return
+    for name in PII_COLUMNS.intersection(row):
+        if mode == "drop":
+            del row[name]
+        else:
+            row[name] = hash_value(row[name], salt or b"")
+
+
+def timestamp_array(values: list[Any]) -> pa.Array:
+    """Vectorised when every value is an ISO string arrow can parse; per value otherwise."""
+    if all(v is None or isinstance(v, str) for v in values):
+        try:
+            return pc.cast(pa.array(values, pa.string()), ARROW_TYPES[TIMESTAMP])
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass
+    return pa.array([to_utc(v) for v in values], ARROW_TYPES[TIMESTAMP])
+
+
+def json_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    return orjson.dumps(value).decode()
+
+
+def typed_array(values: list[Any], kind: str) -> pa.Array:
+    if kind == TIMESTAMP:
+        return timestamp_array(values)
+    if kind == JSON:
+        return pa.array([json_text(v) for v in values], pa.string())
+    if kind == TEXT:
+        return pa.array([v if v is None or isinstance(v, str) else json_text(v) for v in values], pa.string())
+    if kind == BIGINT:
+        return pa.array([None if v is None else int(v) for v in values], pa.int64())
+    if kind == DOUBLE:
+        return pa.array([None if v is None else float(v) for v in values], pa.float64())
+    return pa.array(values, ARROW_TYPES[kind])
+
+
+def infer_array(values: list[Any]) -> pa.Array:
+    """A field the API added after this code was written: keep it, typed as well as we can."""
+    if any(isinstance(v, list | dict) for v in values):
+        return pa.array([json_text(v) for v in values], pa.string())
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        return pa.array([None if v is None else str(v) for v in values], pa.string())
+
+
+def rows_to_arrow(rows: list[dict[str, Any]], declared: Mapping[str, str], drop: Iterable[str] = ()) -> pa.Table:
+    """Rows (already flattened) -> arrow table: declared columns first with their types, extras after."""
+    dropped = set(drop)
+    names = [name for name in declared if name not in dropped]
+    seen = set(names) | dropped
+    for row in rows:
+        for name in row:
+            if name not in seen:
+                seen.add(name)
+                names.append(name)
+    arrays = []
+    for name in names:
+        values = [row.get(name) for row in rows]
+        arrays.append(typed_array(values, declared[name]) if name in declared else infer_array(values))
+    return pa.Table.from_arrays(arrays, names=names)
+
+
+def dlt_columns(declared: Mapping[str, str], primary_key: Iterable[str] = (), drop: Iterable[str] = ()) -> list[dict[str, Any]]:
+    """Column hints for dlt from a table spec (types, nullability of the key)."""
+    keys, dropped = set(primary_key), set(drop)
+    return [
+        {"name": name, "data_type": DLT_TYPES[kind], "nullable": name not in keys}
+        for name, kind in declared.items()
+        if name not in dropped
+    ]

@@ -1,0 +1,316 @@
+"""Run the Concord export end to end: destination, locking, progress, summary, error mapping."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any
+
+import dlt
+from dlt.common.destination.exceptions import UnknownDestinationModule
+from dlt.common.destination.reference import Destination
+
+from pipelines.concord import settings
+from pipelines.concord.client import ResourceStats
+from pipelines.concord.source import concord_source, parse_start_date, validate_organization_id
+from pipelines.errors import ConcurrentRunError, ConfigError, PipelineError
+from pipelines.report import format_table
+
+PARQUET_DESTINATIONS = {"duckdb", "motherduck", "filesystem", "bigquery", "snowflake", "athena", "databricks"}
+
+
+@dataclass
+class RunOptions:
+    organization_id: str | None = None
+    api_key: str | None = None
+    base_url: str | None = None
+    resources: list[str] | None = None
+    destination: str = "duckdb"
+    duckdb_path: str | None = None
+    dataset: str = settings.DEFAULT_DATASET
+    start_date: str | None = None
+    full_refresh: bool = False
+    pipeline_name: str = settings.DEFAULT_PIPELINE_NAME
+    pipelines_dir: str | None = None
+    project_ids: list[str] | None = None
+    pii: str | None = None
+    pii_salt: str | None = None
+    lookback_seconds: int | None = None
+    lag_seconds: int | None = None
+    concurrency: int | None = None
+    timeout: float | None = None
+    max_retries: int | None = None
+    backoff_base: float | None = None
+    progress: bool = True
+    run_started: datetime | None = None
+
+
+@dataclass
+class TableSummary:
+    table: str
+    loaded: int
+    new: int | None
+    updated: int | None
+    total: int | None
+
+
+@dataclass
+class RunResult:
+    tables: list[TableSummary]
+    resources: dict[str, ResourceStats]
+    seconds: float
+    destination: str
+    dataset: str
+    duckdb_path: str | None = None
+    load_ids: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        table_rows = [(t.table, t.loaded, t.new, t.updated, t.total) for t in self.tables]
+        resource_rows = [
+            (name, s.items, s.pages, s.requests, s.retries, s.rereads + s.splits, round(s.seconds, 2))
+            for name, s in sorted(self.resources.items())
+        ]
+        return "\n".join(
+            [
+                format_table(["table", "rows loaded", "new", "updated", "rows in table"], table_rows),
+                "",
+                format_table(["resource", "items", "pages", "requests", "retries", "re-reads", "seconds"], resource_rows),
+                "",
+                f"finished in {self.seconds:.1f} s into {self.destination} dataset '{self.dataset}'"
+                + (f" ({self.duckdb_path})" if self.duckdb_path else ""),
+            ]
+        )
+
+
+def resolve_resources(names: list[str] | None) -> list[str]:
+    if not names:
+        return list(settings.RESOURCE_TABLES)
+    chosen: list[str] = []
+    for raw in names:
+        name = settings.RESOURCE_ALIASES.get(raw.strip(), raw.strip())
+        if name not in settings.RESOURCE_TABLES:
+            known = ", ".join(settings.RESOURCE_TABLES)
+            raise ConfigError(f"unknown resource {raw.strip()!r}: choose from {known}")
+        if name not in chosen:
+            chosen.append(name)
+    return chosen
+
+
+def _config(key: str, secret: bool = False) -> Any:
+    provider = dlt.secrets if secret else dlt.config
+    try:
+        return provider.get(f"sources.concord.{key}")
+    except Exception:  # a malformed config file must not hide the real error
+        return None
+
+
+def _setting(explicit: Any, key: str, default: Any, secret: bool = False) -> Any:
+    if explicit is not None:
+        return explicit
+    value = _config(key, secret)
+    return default if value is None else value
+
+
+def make_destination(options: RunOptions) -> tuple[Any, str | None]:
+    name = options.destination
+    if name == "duckdb":
+        path = Path(options.duckdb_path or _config("duckdb_path") or "concord.duckdb").expanduser().resolve()
+        _check_writable(path)
+        return dlt.destinations.duckdb(credentials=str(path)), str(path)
+    try:
+        return Destination.from_reference(name), None
+    except UnknownDestinationModule:
+        raise ConfigError(
+            f"unknown destination {name!r}: use a dlt destination such as duckdb, postgres, bigquery, "
+            "snowflake, motherduck or filesystem"
+        ) from None
+    except Exception as err:
+        raise ConfigError(f"destination {name!r} could not be set up: {_first_line(err)}") from None
+
+
+def _check_writable(path: Path) -> None:
+    parent = path.parent
+    if path.is_dir():
+        raise ConfigError(f"--duckdb-path {path} is a directory: give a file path such as {path / 'concord.duckdb'}")
+    if not parent.is_dir():
+        raise ConfigError(f"cannot write the DuckDB file {path}: folder {parent} does not exist; create it or choose another --duckdb-path")
+    target = path if path.exists() else parent
+    if not os.access(target, os.W_OK):
+        raise ConfigError(f"cannot write the DuckDB file {path}: permission denied; choose a writable --duckdb-path")
+
+
+@contextmanager
+def exclusive(lock_path: Path, what: str) -> Iterator[None]:
+    """Refuse a second run on the same pipeline or DuckDB file; the OS frees the lock if we die."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(lock_path, "a+")  # noqa: SIM115 - held for the whole run
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise ConcurrentRunError(f"another run is using {what} (lock {lock_path}); wait for it to finish and run again") from None
+    try:
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+class Progress:
+    """Prints one line per resource every few seconds while extracting, to stderr."""
+
+    def __init__(self, stats: dict[str, ResourceStats], stream: IO[str], interval: float = 2.0) -> None:
+        self.stats, self.stream, self.interval = stats, stream, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="progress", daemon=True)
+        self._last: dict[str, tuple[int, int]] = {}
+
+    def __enter__(self) -> Progress:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.report()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.report()
+
+    def report(self) -> None:
+        for name, s in list(self.stats.items()):
+            now = (s.items, s.pages)
+            if self._last.get(name) != now:
+                self._last[name] = now
+                extra = f", {s.retries} retries" if s.retries else ""
+                print(f"  {name}: {s.items:,} items, {s.pages:,} pages{extra}", file=self.stream, flush=True)
+
+
+def run_export(options: RunOptions, out: IO[str] | None = None) -> RunResult:
+    """Run one export; raises PipelineError with a one-line message on anything the user can fix."""
+    out = out or sys.stderr
+    started = time.monotonic()
+    org = validate_organization_id(options.organization_id or _config("organization_id"))
+    api_key = options.api_key or _config("api_key", secret=True)
+    if not api_key:
+        raise ConfigError("no API key: set SOURCES__CONCORD__API_KEY or api_key in .dlt/secrets.toml ([sources.concord])")
+    resources = resolve_resources(options.resources or _config("resources"))
+    start_date = options.start_date or _config("start_date")
+    parse_start_date(start_date)  # fail before touching any state
+    lookback = int(_setting(options.lookback_seconds, "lookback_seconds", settings.DEFAULT_LOOKBACK_SECONDS))
+    lag = int(_setting(options.lag_seconds, "lag_seconds", settings.DEFAULT_LAG_SECONDS))
+    if lookback < 0 or lag < 0:
+        raise ConfigError("lookback_seconds and lag_seconds must be zero or positive")
+    destination, duckdb_path = make_destination(options)
+    pipelines_dir = options.pipelines_dir or _config("pipelines_dir")
+    lock_dir = Path(pipelines_dir or Path.home() / ".dlt" / "pipelines")
+    with exclusive(lock_dir / f".{options.pipeline_name}.lock", f"pipeline '{options.pipeline_name}'"), (
+        exclusive(Path(duckdb_path + ".lock"), f"DuckDB file {duckdb_path}") if duckdb_path else _nothing()
+    ):
+        pipeline = dlt.pipeline(
+            pipeline_name=options.pipeline_name,
+            destination=destination,
+            dataset_name=options.dataset,
+            pipelines_dir=pipelines_dir,
+        )
+        if duckdb_path and not Path(duckdb_path).exists() and pipeline.first_run is False:
+            # The warehouse was deleted but local state survived: start over instead of skipping data.
+            pipeline.drop()
+            pipeline = dlt.pipeline(options.pipeline_name, destination=destination, dataset_name=options.dataset, pipelines_dir=pipelines_dir)
+        stats: dict[str, ResourceStats] = {}
+        source = concord_source(
+            organization_id=org,
+            api_key=api_key,
+            base_url=_setting(options.base_url, "base_url", settings.DEFAULT_BASE_URL),
+            project_ids=options.project_ids or _config("project_ids"),
+            start_date=start_date,
+            lookback_seconds=lookback,
+            lag_seconds=lag,
+            concurrency=int(_setting(options.concurrency, "concurrency", settings.DEFAULT_CONCURRENCY)),
+            pii=_setting(options.pii, "pii", "keep"),
+            pii_salt=options.pii_salt or _config("pii_salt", secret=True),
+            full_refresh=options.full_refresh,
+            timeout=float(_setting(options.timeout, "timeout", 30.0)),
+            max_retries=int(_setting(options.max_retries, "max_retries", 6)),
+            backoff_base=float(_setting(options.backoff_base, "backoff_base", 0.5)),
+            run_started=options.run_started,
+            stats=stats,
+        ).with_resources(*resources)
+        tables = [t for r in resources for t in settings.RESOURCE_TABLES[r]]
+        before = count_rows(pipeline, tables)
+        fmt = "parquet" if options.destination in PARQUET_DESTINATIONS else None
+        try:
+            with Progress(stats, out) if options.progress else _nothing():
+                info = pipeline.run(source, loader_file_format=fmt)
+        except Exception as err:
+            raise translate_failure(err) from err
+        after = count_rows(pipeline, tables)
+        loaded = dict(pipeline.last_trace.last_normalize_info.row_counts) if pipeline.last_trace.last_normalize_info else {}
+    return RunResult(
+        tables=[_table_summary(t, loaded.get(t, 0), before.get(t), after.get(t)) for t in tables],
+        resources=stats,
+        seconds=time.monotonic() - started,
+        destination=options.destination,
+        dataset=options.dataset,
+        duckdb_path=duckdb_path,
+        load_ids=list(info.loads_ids),
+    )
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
+def _table_summary(table: str, loaded: int, before: int | None, after: int | None) -> TableSummary:
+    if after is None:
+        return TableSummary(table, loaded, None, None, None)
+    new = after - (before or 0)
+    return TableSummary(table, loaded, new, max(loaded - new, 0), after)
+
+
+def count_rows(pipeline: dlt.Pipeline, tables: list[str]) -> dict[str, int]:
+    """Rows per table in the destination (missing tables are left out)."""
+    counts: dict[str, int] = {}
+    try:
+        with pipeline.sql_client() as client:
+            for table in tables:
+                name = client.make_qualified_table_name(table)
+                try:
+                    rows = client.execute_sql(f"SELECT count(*) FROM {name}")
+                except Exception:
+                    continue
+                counts[table] = int(rows[0][0]) if rows else 0
+    except Exception:
+        return counts
+    return counts
+
+
+def translate_failure(err: BaseException) -> PipelineError:
+    """dlt wraps our errors in PipelineStepFailed; surface the cause as one line."""
+    seen = set()
+    cause: BaseException | None = err
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, PipelineError):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    step = getattr(err, "step", "run")
+    return PipelineError(
+        f"the export failed during {step}: {_first_line(err)}; loaded data and state are as the last "
+        "successful run left them, and the next run retries (use --debug for the traceback)"
+    )
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
