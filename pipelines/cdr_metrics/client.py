@@ -63,10 +63,16 @@ class HolderClient:
 
     def __init__(self, holder: HolderConfig, transport: httpx.BaseTransport | None = None) -> None:
         self.holder = holder
-        cert: tuple[str, str] | str | None = (holder.cert, holder.key) if holder.cert and holder.key else holder.cert
+        cert: tuple[str, str] | str | None = (
+            (holder.cert, holder.key) if holder.cert and holder.key else holder.cert
+        )
         verify: str | bool = holder.ca or True
         self._http = httpx.Client(
-            cert=cert, verify=verify, timeout=holder.timeout, transport=transport, headers={"Accept": "application/json"}
+            cert=cert,
+            verify=verify,
+            timeout=holder.timeout,
+            transport=transport,
+            headers={"Accept": "application/json"},
         )
         self._token: str | None = None
 
@@ -79,7 +85,9 @@ class HolderClient:
     # --- auth -------------------------------------------------------------------------------
     def access_token(self) -> str | None:
         if self._token is None:
-            self._token = self.holder.bearer_token() or (self._fetch_token() if self.holder.token_endpoint else None)
+            self._token = self.holder.bearer_token() or (
+                self._fetch_token() if self.holder.token_endpoint else None
+            )
         return self._token
 
     def _fetch_token(self) -> str:
@@ -93,7 +101,9 @@ class HolderClient:
         }
         response = self._send("POST", h.token_endpoint or "", data=form)
         if response.status_code != 200:
-            raise ApiError(f"holder {h.name}: token endpoint refused client_credentials: {_oauth_error(response)}")
+            raise ApiError(
+                f"holder {h.name}: token endpoint refused client_credentials: {_oauth_error(response)}"
+            )
         try:
             token = response.json()["access_token"]
         except (ValueError, KeyError, TypeError):
@@ -124,7 +134,9 @@ class HolderClient:
     def _served_version(self, response: httpx.Response, x_v: int, x_min_v: int | None) -> int:
         name, raw = self.holder.name, response.headers.get("x-v")
         if raw is None:
-            raise ApiError(f"holder {name}: the response has no x-v header, so the payload version is unknown")
+            raise ApiError(
+                f"holder {name}: the response has no x-v header, so the payload version is unknown"
+            )
         if not raw.strip().isdigit():
             raise ApiError(f"holder {name}: x-v response header is not an integer: {raw[:20]!r}")
         version = int(raw)
@@ -133,7 +145,9 @@ class HolderClient:
             raise ApiError(f"holder {name} served version {version}; asked for {range_text(x_v, x_min_v)}")
         if version not in settings.SUPPORTED_VERSIONS:
             supported = f"{settings.SUPPORTED_VERSIONS[0]}..{settings.SUPPORTED_VERSIONS[-1]}"
-            raise ApiError(f"holder {name} served version {version}, which this connector cannot parse ({supported})")
+            raise ApiError(
+                f"holder {name} served version {version}, which this connector cannot parse ({supported})"
+            )
         return version
 
     def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
@@ -142,13 +156,22 @@ class HolderClient:
                 response = self._http.request(method, url, **kwargs)
             except httpx.TransportError as err:
                 if attempt == settings.MAX_ATTEMPTS:
-                    raise ApiError(f"holder {self.holder.name}: cannot reach {_origin(url)}: {_transport_reason(err)}") from None
+                    raise ApiError(
+                        f"holder {self.holder.name}: cannot reach {_origin(url)}: {_transport_reason(err)}"
+                    ) from None
                 delay = 0.5 * attempt
             else:
                 if response.status_code not in settings.RETRY_STATUSES or attempt == settings.MAX_ATTEMPTS:
                     return response
                 delay = _retry_after(response, 0.5 * attempt)
-            log.warning("holder %s: %s %s failed (attempt %d), retrying in %.1fs", self.holder.name, method, _origin(url), attempt, delay)
+            log.warning(
+                "holder %s: %s %s failed (attempt %d), retrying in %.1fs",
+                self.holder.name,
+                method,
+                _origin(url),
+                attempt,
+                delay,
+            )
             time.sleep(delay)
         raise AssertionError("unreachable")
 
@@ -160,7 +183,9 @@ class HolderClient:
         detail = "; ".join(_clean(str(e.get("detail") or e.get("title") or "")) for e in errors)
         if status == 406 or "Header/UnsupportedVersion" in codes:
             found = _RANGE.findall(detail)
-            supported = f"supports versions {found[-1][0]}..{found[-1][1]}" if found else "supports none of them"
+            supported = (
+                f"supports versions {found[-1][0]}..{found[-1][1]}" if found else "supports none of them"
+            )
             return f"holder {name} {supported}; asked for {asked}"
         if "Header/InvalidVersion" in codes:
             return f"holder {name} rejected the version headers (x-v {x_v}, x-min-v {x_min_v}): {detail}"
@@ -169,7 +194,9 @@ class HolderClient:
         if errors:
             label = ", ".join(sorted(codes)) or "error"
             return f"holder {name} answered HTTP {status} {label}: {detail}"
-        return f"holder {name} answered HTTP {status}: {_clean(response.text)[:200] or response.reason_phrase}"
+        return (
+            f"holder {name} answered HTTP {status}: {_clean(response.text)[:200] or response.reason_phrase}"
+        )
 
 
 def _cds_errors(response: httpx.Response) -> list[dict[str, Any]]:

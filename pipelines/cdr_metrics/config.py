@@ -65,7 +65,9 @@ class HolderConfig:
         if self.token_env:
             value = os.environ.get(self.token_env)
             if not value:
-                raise ConfigError(f"holder {self.name}: environment variable {self.token_env} (token_env) is not set")
+                raise ConfigError(
+                    f"holder {self.name}: environment variable {self.token_env} (token_env) is not set"
+                )
             return value
         return None
 
@@ -87,11 +89,15 @@ _FIELDS = {f.name for f in fields(HolderConfig)}
 def holder_from_mapping(raw: Mapping[str, Any]) -> HolderConfig:
     """Validate one holder entry; every problem becomes a ConfigError naming the holder and the fix."""
     if not isinstance(raw, Mapping):
-        raise ConfigError(f"each holder must be a table/object with name, base_url, timezone; got {type(raw).__name__}")
+        raise ConfigError(
+            f"each holder must be a table/object with name, base_url, timezone; got {type(raw).__name__}"
+        )
     label = raw.get("name") or "<unnamed>"
     unknown = sorted(set(raw) - _FIELDS)
     if unknown:
-        raise ConfigError(f"holder {label}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_FIELDS))}")
+        raise ConfigError(
+            f"holder {label}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_FIELDS))}"
+        )
     values = {k: v for k, v in raw.items() if v is not None and v != ""}
     holder = HolderConfig(**values)
     _check(holder)
@@ -102,21 +108,36 @@ def _check(h: HolderConfig) -> None:
     if not isinstance(h.name, str) or not _NAME.match(h.name):
         raise ConfigError(f"holder name {h.name!r} is invalid: use letters, digits, '_', '.', '-' (max 64)")
     if not isinstance(h.base_url, str) or not re.match(r"^https?://[^/\s]+", h.base_url):
-        raise ConfigError(f"holder {h.name}: base_url must be an http(s) URL (the AdminBaseUri), got {h.base_url!r}")
+        raise ConfigError(
+            f"holder {h.name}: base_url must be an http(s) URL (the AdminBaseUri), got {h.base_url!r}"
+        )
     try:
         ZoneInfo(h.timezone)
     except (ZoneInfoNotFoundError, ValueError, TypeError):
-        raise ConfigError(f"holder {h.name}: unknown timezone {h.timezone!r}; use an IANA name such as Australia/Sydney") from None
+        raise ConfigError(
+            f"holder {h.name}: unknown timezone {h.timezone!r}; use an IANA name such as Australia/Sydney"
+        ) from None
     if h.signing_alg not in settings.SIGNING_ALGORITHMS:
-        raise ConfigError(f"holder {h.name}: signing_alg must be one of {', '.join(settings.SIGNING_ALGORITHMS)}")
+        raise ConfigError(
+            f"holder {h.name}: signing_alg must be one of {', '.join(settings.SIGNING_ALGORITHMS)}"
+        )
     if h.token_endpoint:
         if not h.client_id or not (h.private_key or h.private_key_path):
-            raise ConfigError(f"holder {h.name}: token_endpoint needs client_id and private_key_path (or private_key)")
+            raise ConfigError(
+                f"holder {h.name}: token_endpoint needs client_id and private_key_path (or private_key)"
+            )
         if h.token or h.token_env:
             raise ConfigError(f"holder {h.name}: give either a token or a token_endpoint, not both")
     if bool(h.cert) != bool(h.key) and not (h.cert and _pem_has_key(h.cert)):
-        raise ConfigError(f"holder {h.name}: mTLS needs both cert and key (or a cert file that contains the key)")
-    for label, path in (("cert", h.cert), ("key", h.key), ("ca", h.ca), ("private_key_path", h.private_key_path)):
+        raise ConfigError(
+            f"holder {h.name}: mTLS needs both cert and key (or a cert file that contains the key)"
+        )
+    for label, path in (
+        ("cert", h.cert),
+        ("key", h.key),
+        ("ca", h.ca),
+        ("private_key_path", h.private_key_path),
+    ):
         if path and not Path(path).expanduser().is_file():
             raise ConfigError(f"holder {h.name}: {label} file not found: {path}")
 
@@ -133,7 +154,9 @@ def holders_from_list(raw: Sequence[Mapping[str, Any]] | Mapping[str, Any]) -> l
         raw = [raw]
     holders = [holder_from_mapping(item) for item in raw]
     if not holders:
-        raise ConfigError("no holders configured: add [[sources.cdr_metrics.holders]] or pass --holder/--base-url")
+        raise ConfigError(
+            "no holders configured: add [[sources.cdr_metrics.holders]] or pass --holder/--base-url"
+        )
     names = [h.name for h in holders]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -151,12 +174,16 @@ def load_file(path: str | Path) -> dict[str, Any]:
     try:
         doc: Any = json.loads(text) if p.suffix.lower() == ".json" else tomllib.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as err:
-        raise ConfigError(f"config file {p} is not valid {'JSON' if p.suffix.lower() == '.json' else 'TOML'}: {err}") from None
+        raise ConfigError(
+            f"config file {p} is not valid {'JSON' if p.suffix.lower() == '.json' else 'TOML'}: {err}"
+        ) from None
     if isinstance(doc, list):
         doc = {"holders": doc}
     section = doc.get("sources", {}).get(settings.SOURCE_NAME, doc) if isinstance(doc, dict) else {}
     if not isinstance(section, dict) or "holders" not in section:
-        raise ConfigError(f"config file {p} has no holders: add [[holders]] (or [[sources.cdr_metrics.holders]]) entries")
+        raise ConfigError(
+            f"config file {p} has no holders: add [[holders]] (or [[sources.cdr_metrics.holders]]) entries"
+        )
     return section
 
 

@@ -106,7 +106,9 @@ def _series(node: Mapping[str, Any], dims: list[str], path: str, today: date) ->
     if (current := node.get("currentMonth")) is not None:
         yield from _values(current, dims, f"{path}.currentMonth", "month", month_start(today), True)
     for i, value in enumerate(node.get("previousMonths") or []):
-        yield from _values(value, dims, f"{path}.previousMonths[{i}]", "month", month_start(today, i + 1), False)
+        yield from _values(
+            value, dims, f"{path}.previousMonths[{i}]", "month", month_start(today, i + 1), False
+        )
 
 
 def _values(
@@ -126,7 +128,9 @@ def _values(
     yield _row(dims, grain, day, None, to_number(value, path), partial)
 
 
-def _row(dims: list[str], grain: str, day: date, hour: int | None, value: float | int, partial: bool) -> dict[str, Any]:
+def _row(
+    dims: list[str], grain: str, day: date, hour: int | None, value: float | int, partial: bool
+) -> dict[str, Any]:
     return {
         "dimension": ".".join(dims),
         "grain": grain,

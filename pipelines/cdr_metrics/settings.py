@@ -5,6 +5,8 @@ from __future__ import annotations
 SOURCE_NAME = "cdr_metrics"
 DATASET_NAME = "cdr_metrics"
 PIPELINE_NAME = "cdr_metrics"
+# DuckDB names its catalog after the file; a catalog named like the dataset makes queries ambiguous.
+DEFAULT_DUCKDB_PATH = "cdr.duckdb"
 
 METRICS_PATH = "/cds-au/v1/admin/metrics"
 SCOPE = "admin:metrics.basic:read"

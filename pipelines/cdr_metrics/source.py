@@ -116,7 +116,7 @@ def cdr_metrics(
                 item = fetch_holder(holder, x_v, x_min_v, period)
             except PipelineError as err:
                 outcome.error = str(err)
-                log.error("%s", err)
+                log.info("%s", err)
                 continue
             finally:
                 outcome.seconds = time.monotonic() - started

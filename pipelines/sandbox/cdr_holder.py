@@ -150,13 +150,18 @@ def negotiate(x_v: str | None, x_min_v: str | None, supported: Iterable[int]) ->
     """The version to serve, or CdsError 400 InvalidVersion / 406 UnsupportedVersion."""
     high = _positive_int(x_v)
     if high is None:
-        raise CdsError(400, "Header/InvalidVersion", "Invalid Version", f"x-v must be a positive integer, got {x_v!r}")
+        raise CdsError(
+            400, "Header/InvalidVersion", "Invalid Version", f"x-v must be a positive integer, got {x_v!r}"
+        )
     low = high
     if x_min_v is not None:
         minimum = _positive_int(x_min_v)
         if minimum is None:
             raise CdsError(
-                400, "Header/InvalidVersion", "Invalid Version", f"x-min-v must be a positive integer, got {x_min_v!r}"
+                400,
+                "Header/InvalidVersion",
+                "Invalid Version",
+                f"x-min-v must be a positive integer, got {x_min_v!r}",
             )
         low = minimum if minimum < high else high  # x-min-v >= x-v: treat as absent
     versions = sorted(set(supported))
@@ -174,7 +179,9 @@ def negotiate(x_v: str | None, x_min_v: str | None, supported: Iterable[int]) ->
 def check_period(raw: str | None) -> str:
     period = "ALL" if raw is None else raw
     if period not in PERIODS:
-        raise CdsError(400, "Field/Invalid", "Invalid Field", f"period must be CURRENT, HISTORIC or ALL, got {raw!r}")
+        raise CdsError(
+            400, "Field/Invalid", "Invalid Field", f"period must be CURRENT, HISTORIC or ALL, got {raw!r}"
+        )
     return period
 
 
@@ -268,7 +275,10 @@ class _Builder:
 
     def split(self, path: str, base: int = 100) -> dict[str, Any]:
         def value(d: date, cur: bool) -> dict[str, int]:
-            return {k: int(base * _unit(self.seed, path, k, d) * self._scale(cur)) for k in ("individual", "nonIndividual")}
+            return {
+                k: int(base * _unit(self.seed, path, k, d) * self._scale(cur))
+                for k in ("individual", "nonIndividual")
+            }
 
         return self._series(value)
 
@@ -297,7 +307,8 @@ def metrics_data(seed: int, now: datetime, timezone: str, version: int, period: 
     data: dict[str, Any] = {"requestTime": now.astimezone(UTC).isoformat().replace("+00:00", "Z")}
     if version >= 4:
         data["availability"] = {
-            k: b.ratio(f"availability.{k}", True, months=True) for k in ("aggregate", "unauthenticated", "authenticated")
+            k: b.ratio(f"availability.{k}", True, months=True)
+            for k in ("aggregate", "unauthenticated", "authenticated")
         }
     else:
         data["availability"] = b.ratio("availability", False, months=True)
@@ -305,7 +316,10 @@ def metrics_data(seed: int, now: datetime, timezone: str, version: int, period: 
         data["performance"] = {"aggregate": b.ratio("performance.aggregate", True)}
         data["performance"].update({t: b.hourly(f"performance.{t}") for t in TIERS})
         data["performance"].update(
-            {t: {s: b.hourly(f"performance.{t}.{s}") for s in ("primary", "secondary")} for t in SECONDARY_TIERS}
+            {
+                t: {s: b.hourly(f"performance.{t}.{s}") for s in ("primary", "secondary")}
+                for t in SECONDARY_TIERS
+            }
         )
     else:
         data["performance"] = b.ratio("performance", version == 4)
@@ -313,12 +327,17 @@ def metrics_data(seed: int, now: datetime, timezone: str, version: int, period: 
     data["averageResponse"] = {t: b.number(f"averageResponse.{t}", 0.4) for t in TIERS}
     if version >= 3:
         data["averageResponse"].update(
-            {t: {s: b.number(f"averageResponse.{t}.{s}", 0.6) for s in ("primary", "secondary")} for t in SECONDARY_TIERS}
+            {
+                t: {s: b.number(f"averageResponse.{t}.{s}", 0.6) for s in ("primary", "secondary")}
+                for t in SECONDARY_TIERS
+            }
         )
     data["sessionCount"] = b.count("sessionCount", 800)
     for name, base in (("averageTps", 2.0), ("peakTps", 20.0)):
         if version >= 4:
-            data[name] = {k: b.number(f"{name}.{k}", base) for k in ("aggregate", "unauthenticated", "authenticated")}
+            data[name] = {
+                k: b.number(f"{name}.{k}", base) for k in ("aggregate", "unauthenticated", "authenticated")
+            }
         else:
             data[name] = b.number(name, base)
     if version >= 4:
@@ -379,7 +398,9 @@ def create_holder_app(holder_state: HolderState | None = None) -> Starlette:
             if not state.token_valid(token.strip()):
                 return _unauthorized("the bearer token is unknown or expired")
         try:
-            version = negotiate(request.headers.get("x-v"), request.headers.get("x-min-v"), state.supported_versions)
+            version = negotiate(
+                request.headers.get("x-v"), request.headers.get("x-min-v"), state.supported_versions
+            )
             period = check_period(request.query_params.get("period"))
         except CdsError as err:
             return err.response()
@@ -405,13 +426,22 @@ def create_holder_app(holder_state: HolderState | None = None) -> Starlette:
         problem = _verify_assertion(state, form["client_assertion"], audience, form.get("client_id"))
         if problem:
             return _oauth_error("invalid_client", problem, 401)
-        body = {"access_token": state.issue_token(), "token_type": "Bearer", "expires_in": state.token_ttl_s, "scope": SCOPE}
+        body = {
+            "access_token": state.issue_token(),
+            "token_type": "Bearer",
+            "expires_in": state.token_ttl_s,
+            "scope": SCOPE,
+        }
         return JSONResponse(body, headers={"Cache-Control": "no-store"})
 
-    return Starlette(routes=[Route(METRICS_PATH, metrics, methods=["GET"]), Route(TOKEN_PATH, token, methods=["POST"])])
+    return Starlette(
+        routes=[Route(METRICS_PATH, metrics, methods=["GET"]), Route(TOKEN_PATH, token, methods=["POST"])]
+    )
 
 
-def _verify_assertion(state: HolderState, assertion: str, audience: set[str], client_id: str | None) -> str | None:
+def _verify_assertion(
+    state: HolderState, assertion: str, audience: set[str], client_id: str | None
+) -> str | None:
     """None when the client assertion is valid, else the reason (no secrets in it)."""
     try:
         claimed = jwt.decode(assertion, options={"verify_signature": False})
@@ -483,5 +513,7 @@ class CdrHolderServer:
     def __enter__(self) -> CdrHolderServer:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
