@@ -1,0 +1,172 @@
+"""Over real HTTP against the sandbox holder into a real DuckDB file."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import date, timedelta
+from typing import Any
+
+import dlt
+import pytest
+
+from pipelines.cdr_metrics import parse
+from pipelines.cdr_metrics.runner import run
+from pipelines.sandbox.cdr_holder import CdrHolderServer, HolderState
+
+from .conftest import holder_config, query
+
+KEY = "data_holder, metric, dimension, grain, period_date, hour_key"
+
+
+@pytest.mark.parametrize("version", [2, 3, 4, 5])
+def test_each_version_loads(
+    version: int, state: HolderState, holder: CdrHolderServer, pipeline: dlt.Pipeline
+) -> None:
+    state.supported_versions = (version,)
+    result = run([holder_config(holder)], pipeline)
+    assert result.ok, result.error_lines()
+    served = state.served[-1]
+    assert served["version"] == version
+    expected = list(parse.observations(served["payload"], version, "bank", "Australia/Sydney"))
+    got = query(
+        pipeline, "SELECT count(*), min(payload_version), max(payload_version) FROM metric_observations"
+    )
+    assert got == [(len(expected), version, version)]
+    snap = query(pipeline, "SELECT payload_version, customer_count, recipient_count FROM snapshots")
+    assert snap == [
+        (version, served["payload"]["data"]["customerCount"], served["payload"]["data"]["recipientCount"])
+    ]
+    assert result.new_rows("bank", "metric_observations") == len(expected)
+
+
+def _daily_series(payload: dict[str, Any]) -> dict[tuple[str, str], list[tuple[date, float]]]:
+    """What the holder served per daily series: (metric, dimension) -> [(date, value)], computed independently."""
+    data = payload["data"]
+    today = parse.local_date(parse.request_time(payload), "Australia/Sydney")
+    out: dict[tuple[str, str], list[tuple[date, float]]] = {}
+    for tier in ("unauthenticated", "highPriority", "lowPriority", "unattended", "largePayload"):
+        node = data["invocations"][tier]
+        days = [today] + [today - timedelta(days=i + 1) for i in range(len(node["previousDays"]))]
+        out[("invocations", parse.snake(tier))] = list(
+            zip(days, [node["currentDay"], *node["previousDays"]], strict=True)
+        )
+    node = data["performance"]["aggregate"]
+    days = [today] + [today - timedelta(days=i + 1) for i in range(len(node["previousDays"]))]
+    out[("performance", "aggregate")] = [
+        (d, float(v)) for d, v in zip(days, [node["currentDay"], *node["previousDays"]], strict=True)
+    ]
+    node = data["errors"]["unauthenticated"]
+    out[("errors", "unauthenticated.500")] = [(today, node["currentDay"]["500"])] + [
+        (today - timedelta(days=i + 1), v["500"]) for i, v in enumerate(node["previousDays"])
+    ]
+    return out
+
+
+def _hourly(payload: dict[str, Any], tier: str) -> dict[tuple[date, int], float]:
+    node = payload["data"]["performance"][tier]
+    today = parse.local_date(parse.request_time(payload), "Australia/Sydney")
+    out = {(today, h): float(v) for h, v in enumerate(node["currentDay"])}
+    for i, day in enumerate(node["previousDays"]):
+        out.update({(today - timedelta(days=i + 1), h): float(v) for h, v in enumerate(day)})
+    return out
+
+
+def test_two_consecutive_days_leave_nine_days(
+    state: HolderState, holder: CdrHolderServer, pipeline: dlt.Pipeline
+) -> None:
+    """Done when: today + 7 previous days from run 1, plus the new day from run 2, all equal to what was served."""
+    assert run([holder_config(holder)], pipeline).ok
+    first = state.served[-1]["payload"]
+    state.clock.advance(days=1)
+    result = run([holder_config(holder)], pipeline)
+    assert result.ok
+    second = state.served[-1]["payload"]
+    assert result.new_rows("bank", "metric_observations") > 0
+
+    # expected = run 1's values overwritten by run 2's (later runs update the days they show again)
+    expected: dict[tuple[str, str], dict[date, float]] = defaultdict(dict)
+    for payload in (first, second):
+        for series, values in _daily_series(payload).items():
+            expected[series].update(dict(values))
+    day1 = date(2026, 11, 23)
+    for (metric, dimension), values in expected.items():
+        got = dict(
+            query(
+                pipeline,
+                f"SELECT period_date, value FROM metric_observations WHERE data_holder = 'bank' AND grain = 'day' "
+                f"AND metric = '{metric}' AND dimension = '{dimension}' ORDER BY period_date",
+            )
+        )
+        assert sorted(got) == [day1 + timedelta(days=i) for i in range(-7, 2)], (metric, dimension)
+        assert got == pytest.approx(values), (metric, dimension)
+    # every daily series has nine days, none has duplicates
+    counts = query(
+        pipeline,
+        "SELECT metric, dimension, count(*), count(DISTINCT period_date) FROM metric_observations "
+        "WHERE grain = 'day' GROUP BY 1, 2",
+    )
+    assert counts and all(n == 9 and d == 9 for _, _, n, d in counts), counts
+
+    for tier in ("highPriority", "unauthenticated"):
+        want = _hourly(first, tier) | _hourly(second, tier)
+        rows = query(
+            pipeline,
+            "SELECT period_date, hour, value FROM metric_observations WHERE metric = 'performance' "
+            f"AND grain = 'hour' AND dimension = '{parse.snake(tier)}'",
+        )
+        got = {(d, h): v for d, h, v in rows}
+        assert got == pytest.approx(want)
+        assert {d for d, _ in got} == {day1 + timedelta(days=i) for i in range(-7, 2)}
+        assert len([k for k in got if k[0] == day1 + timedelta(days=1)]) == 9  # 09:30 local: 9 whole hours
+        assert len([k for k in got if k[0] == day1]) == 24
+    assert query(pipeline, "SELECT count(*) FROM snapshots") == [(2,)]
+    partial = query(
+        pipeline, "SELECT DISTINCT period_date FROM metric_observations WHERE is_partial AND grain = 'day'"
+    )
+    assert partial == [(day1 + timedelta(days=1),)]
+
+
+def test_history_accumulates_without_duplicates(
+    state: HolderState, holder: CdrHolderServer, pipeline: dlt.Pipeline
+) -> None:
+    for _ in range(4):
+        assert run([holder_config(holder)], pipeline, period="ALL").ok
+        state.clock.advance(days=1, hours=5)  # and a run at a different hour each day
+    total, distinct = query(pipeline, f"SELECT count(*), count(DISTINCT ({KEY})) FROM metric_observations")[0]
+    assert total == distinct
+    days = query(
+        pipeline,
+        "SELECT count(DISTINCT period_date) FROM metric_observations WHERE metric = 'session_count' AND grain = 'day'",
+    )
+    run_dates = {parse.local_date(parse.request_time(s["payload"]), "Australia/Sydney") for s in state.served}
+    assert len(run_dates) == 4  # 09:30, 14:30, 19:30 and (a day skipped) 00:30
+    expected = run_dates | {d - timedelta(days=i) for d in run_dates for i in range(1, 8)}
+    assert days == [(len(expected),)]
+    last = state.served[-1]["payload"]["data"]["sessionCount"]
+    latest = query(
+        pipeline,
+        "SELECT value FROM metric_observations WHERE metric = 'session_count' AND grain = 'day' ORDER BY period_date DESC LIMIT 1",
+    )
+    assert latest == [(last["currentDay"],)]
+
+
+def test_schema_invalid_holder_loads_nothing_other_holder_loads(
+    pipeline: dlt.Pipeline, state: HolderState
+) -> None:
+    def corrupt(version: int, payload: dict[str, Any]) -> dict[str, Any]:
+        payload["data"]["invocations"]["highPriority"]["previousDays"][3] = "many"
+        return payload
+
+    bad_state = HolderState(name="broken", seed=9, clock=state.clock, payload_hook=corrupt)
+    with CdrHolderServer(bad_state) as bad, CdrHolderServer(state) as good:
+        result = run([holder_config(bad, "broken"), holder_config(good, "bank")], pipeline)
+    assert not result.ok
+    (failure,) = result.outcomes.failed
+    assert failure.holder == "broken"
+    assert failure.error == (
+        "holder broken: v5 payload breaks its schema at $.data.invocations.highPriority.previousDays[3]: "
+        "'many' is not of type 'integer'"
+    )
+    assert query(pipeline, "SELECT DISTINCT data_holder FROM metric_observations") == [("bank",)]
+    assert query(pipeline, "SELECT DISTINCT data_holder FROM snapshots") == [("bank",)]
+    assert "broken" in result.summary() and "failed" in result.summary()

@@ -1,0 +1,114 @@
+"""Version negotiation and CDS errors: the sandbox's rules, the client's one-line messages."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from pipelines.cdr_metrics.client import HolderClient
+from pipelines.cdr_metrics.config import holder_from_mapping
+from pipelines.errors import ApiError
+from pipelines.sandbox.cdr_holder import CdrHolderServer, CdsError, HolderState, negotiate
+
+from .conftest import holder_config
+
+URL = "/cds-au/v1/admin/metrics"
+
+
+@pytest.mark.parametrize(
+    ("x_v", "x_min_v", "supported", "served"),
+    [
+        ("5", "2", (2, 3, 4, 5), 5),
+        ("9", "2", (2, 3, 4, 5), 5),  # highest supported in range
+        ("5", None, (2, 3, 4, 5), 5),
+        ("3", None, (2, 3, 4, 5), 3),
+        ("3", "5", (2, 3, 4, 5), 3),  # x-min-v >= x-v: ignored
+        ("4", "4", (2, 3, 4, 5), 4),
+        ("5", "2", (2, 3), 3),
+        ("5", "1", (1, 6), 1),
+    ],
+)
+def test_negotiate_serves_highest_in_range(
+    x_v: str, x_min_v: str | None, supported: tuple[int, ...], served: int
+) -> None:
+    assert negotiate(x_v, x_min_v, supported) == served
+
+
+@pytest.mark.parametrize(
+    ("x_v", "x_min_v", "status", "code"),
+    [
+        (None, None, 400, "Header/InvalidVersion"),
+        ("", None, 400, "Header/InvalidVersion"),
+        ("abc", None, 400, "Header/InvalidVersion"),
+        ("0", None, 400, "Header/InvalidVersion"),
+        ("-3", None, 400, "Header/InvalidVersion"),
+        ("2.5", None, 400, "Header/InvalidVersion"),
+        ("5", "two", 400, "Header/InvalidVersion"),
+        ("5", "0", 400, "Header/InvalidVersion"),
+        ("5", "2", 406, "Header/UnsupportedVersion"),  # supported only 6..6
+        ("7", "7", 406, "Header/UnsupportedVersion"),
+    ],
+)
+def test_negotiate_errors(x_v: str | None, x_min_v: str | None, status: int, code: str) -> None:
+    with pytest.raises(CdsError) as err:
+        negotiate(x_v, x_min_v, (6,))
+    assert (err.value.status, err.value.code) == (status, code)
+
+
+def test_http_negotiation_and_period(holder: CdrHolderServer) -> None:
+    with httpx.Client(base_url=holder.url) as http:
+        r = http.get(URL, headers={"x-v": "4", "x-min-v": "9"})
+        assert r.status_code == 200 and r.headers["x-v"] == "4"
+        r = http.get(URL, headers={"x-v": "x"})
+        assert r.status_code == 400
+        assert r.json()["errors"][0]["code"] == "urn:au-cds:error:cds-all:Header/InvalidVersion"
+        r = http.get(URL, headers={"x-v": "5", "x-min-v": "1.0"})
+        assert r.status_code == 400
+        r = http.get(URL, params={"period": "WEEKLY"}, headers={"x-v": "5"})
+        assert r.status_code == 400
+        assert r.json()["errors"][0]["code"] == "urn:au-cds:error:cds-all:Field/Invalid"
+        current = http.get(URL, params={"period": "CURRENT"}, headers={"x-v": "2"}).json()["data"]
+        assert "currentDay" in current["sessionCount"] and "previousDays" not in current["sessionCount"]
+        historic = http.get(URL, params={"period": "HISTORIC"}, headers={"x-v": "2"}).json()["data"]
+        assert (
+            "currentDay" not in historic["sessionCount"]
+            and len(historic["sessionCount"]["previousDays"]) == 7
+        )
+
+
+def _client(server: CdrHolderServer, name: str = "bank") -> HolderClient:
+    return HolderClient(holder_from_mapping(holder_config(server, name)))
+
+
+def test_unsupported_range_is_one_clear_line() -> None:
+    state = HolderState(name="modern", supported_versions=(6,))
+    with CdrHolderServer(state) as server, _client(server, "modern") as c, pytest.raises(ApiError) as err:
+        c.get_metrics(5, 2, "ALL")
+    assert str(err.value) == "holder modern supports versions 6..6; asked for 2..5"
+
+
+def test_invalid_version_and_field_messages(holder: CdrHolderServer) -> None:
+    message = r"^holder bank answered HTTP 400 Field/Invalid: period must be"
+    with _client(holder) as c, pytest.raises(ApiError, match=message):
+        c.get_metrics(5, 2, "WEEKLY")
+
+
+def test_client_checks_served_version() -> None:
+    def answer(headers: dict[str, str]) -> httpx.MockTransport:
+        return httpx.MockTransport(lambda req: httpx.Response(200, json={"data": {}}, headers=headers))
+
+    holder = holder_from_mapping({"name": "odd", "base_url": "https://odd.example"})
+    for headers, message in [
+        ({}, "holder odd: the response has no x-v header"),
+        ({"x-v": "six"}, "holder odd: x-v response header is not an integer"),
+        ({"x-v": "1"}, "holder odd served version 1; asked for 2..5"),
+    ]:
+        with HolderClient(holder, transport=answer(headers)) as c, pytest.raises(ApiError, match=message):
+            c.get_metrics(5, 2, "ALL")
+    with (
+        HolderClient(holder, transport=answer({"x-v": "6"})) as c,
+        pytest.raises(ApiError, match="cannot parse"),
+    ):
+        c.get_metrics(6, 2, "ALL")
+    with HolderClient(holder, transport=answer({"x-v": "3"})) as c:
+        assert c.get_metrics(3, 9, "ALL").version == 3  # x-min-v >= x-v is ignored on our side too
