@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pipelines.concord import settings
 from pipelines.concord.runner import RunOptions, RunResult, run_export
+from pipelines.duckdb_compat import qualified_dataset
 from pipelines.report import format_table
 
 RUN_HELP = """\
@@ -130,8 +131,8 @@ def demo_command(args: argparse.Namespace) -> int:
 def print_example_query(result: RunResult) -> None:
     import duckdb
 
-    sql = DEMO_SQL.format(dataset=result.dataset)
     assert result.duckdb_path is not None
+    sql = DEMO_SQL.format(dataset=qualified_dataset(result.duckdb_path, result.dataset))
     with duckdb.connect(result.duckdb_path, read_only=True) as con:
         cursor = con.execute(sql)
         headers = [d[0] for d in cursor.description]

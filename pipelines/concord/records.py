@@ -62,6 +62,8 @@ def to_utc(value: Any) -> datetime | None:
     """ISO-8601 strings and epoch numbers (seconds or milliseconds) -> aware UTC datetime."""
     if value is None or value == "":
         return None
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
     if isinstance(value, bool):
         raise ValueError(f"not a timestamp: {value!r}")
     if isinstance(value, int | float):

@@ -21,6 +21,7 @@ from dlt.common.destination.reference import Destination
 from pipelines.concord import settings
 from pipelines.concord.client import ResourceStats
 from pipelines.concord.source import concord_source, parse_start_date, validate_organization_id
+from pipelines.duckdb_compat import enable_catalog_qualified_names
 from pipelines.errors import ConcurrentRunError, ConfigError, PipelineError
 from pipelines.report import format_table
 
@@ -124,6 +125,7 @@ def make_destination(options: RunOptions) -> tuple[Any, str | None]:
     if name == "duckdb":
         path = Path(options.duckdb_path or _config("duckdb_path") or "concord.duckdb").expanduser().resolve()
         _check_writable(path)
+        enable_catalog_qualified_names()
         return dlt.destinations.duckdb(credentials=str(path)), str(path)
     try:
         return Destination.from_reference(name), None
@@ -296,18 +298,21 @@ def count_rows(pipeline: dlt.Pipeline, tables: list[str]) -> dict[str, int]:
 
 
 def translate_failure(err: BaseException) -> PipelineError:
-    """dlt wraps our errors in PipelineStepFailed; surface the cause as one line."""
-    seen = set()
+    """dlt wraps our errors in PipelineStepFailed; surface the root cause as one line."""
+    chain: list[BaseException] = []
     cause: BaseException | None = err
-    while cause is not None and id(cause) not in seen:
+    while cause is not None and cause not in chain:
         if isinstance(cause, PipelineError):
             return cause
-        seen.add(id(cause))
+        chain.append(cause)
         cause = cause.__cause__ or cause.__context__
+    root = chain[-1]
+    resource = next((getattr(c, "resource_name", None) for c in chain if getattr(c, "resource_name", None)), None)
     step = getattr(err, "step", "run")
+    where = f"{step} of {resource}" if resource else step
     return PipelineError(
-        f"the export failed during {step}: {_first_line(err)}; loaded data and state are as the last "
-        "successful run left them, and the next run retries (use --debug for the traceback)"
+        f"the export failed during {where}: {type(root).__name__}: {_first_line(root)}; loaded data and state are "
+        "as the last successful run left them, and the next run retries (use --debug for the traceback)"
     )
 
 

@@ -112,8 +112,11 @@ def _hints(spec: TableSpec, dropped: Iterable[str]) -> dict[str, Any]:
     }
 
 
-def _resource(ctx: SourceContext, spec: TableSpec, name: str, fn: Callable[[], Iterator[Any]]) -> DltResource:
-    """A merge resource whose wall time (fetching and converting) is added to its stats."""
+def _resource(ctx: SourceContext, spec: TableSpec | None, name: str, fn: Callable[[], Iterator[Any]]) -> DltResource:
+    """A merge resource whose wall time (fetching and converting) is added to its stats.
+
+    spec None: the resource fills several tables and marks each item with its table's hints.
+    """
 
     def timed() -> Iterator[Any]:
         started = time.perf_counter()
@@ -123,7 +126,12 @@ def _resource(ctx: SourceContext, spec: TableSpec, name: str, fn: Callable[[], I
             ctx.stats_for(name).add(seconds=time.perf_counter() - started)
 
     timed.__name__ = name
-    return dlt.resource(timed, name=name, **_hints(spec, ctx.dropped_columns))
+    hints = _hints(spec, ctx.dropped_columns) if spec else {"write_disposition": "merge"}
+    return dlt.resource(timed, name=name, **hints)
+
+
+def _marked(ctx: SourceContext, spec: TableSpec, table: pa.Table) -> Any:
+    return dlt.mark.with_hints(table, dlt.mark.make_hints(**_hints(spec, ctx.dropped_columns)), create_table_variant=True)
 
 
 def windowed_resource(ctx: SourceContext, spec: TableSpec, key: KeyFn, params: dict[str, Any] | None = None) -> DltResource:
@@ -194,16 +202,16 @@ def tracker_scans_resource(ctx: SourceContext) -> DltResource:
             path = ctx.client.path(config_spec.endpoint, project)
             for page in ctx.client.iter_pages(path, {}, lambda i: i.get("projectId"), stats):
                 configs = [{k: v for k, v in c.items() if k != "scanHistory"} for c in page]
-                yield dlt.mark.with_hints(ctx.table(config_spec, configs), dlt.mark.make_hints(**_hints(config_spec, ())), create_table_variant=True)
+                yield _marked(ctx, config_spec, ctx.table(config_spec, configs))
                 scans = [s for c in page for s in _scan_rows(c)]
                 chosen = [s for s in scans if _scan_wanted(s, since, pending_before)]
                 pending_now += [_scan_key(s) for s in scans if _scan_unfinished(s)]
                 if chosen:
-                    yield dlt.mark.with_hints(ctx.table(scan_spec, chosen), dlt.mark.make_hints(**_hints(scan_spec, ())), create_table_variant=True)
+                    yield _marked(ctx, scan_spec, ctx.table(scan_spec, chosen))
         state["pending"] = sorted(set(pending_now))
         state["cursor"] = (ctx.run_started - ctx.lag).isoformat()
 
-    return _resource(ctx, scan_spec, "tracker_scans", read)
+    return _resource(ctx, None, "tracker_scans", read)
 
 
 def _scan_rows(config: dict[str, Any]) -> list[dict[str, Any]]:
@@ -240,7 +248,6 @@ def _updated_since(item: dict[str, Any], since: datetime | None) -> bool:
 
 def usage_metrics_resource(ctx: SourceContext) -> DltResource:
     """One dashboard request per day (and per project when configured) -> daily rows."""
-    spec = settings.USAGE_DAILY
 
     def read() -> Iterator[Any]:
         state = dlt.current.resource_state("usage_metrics")
@@ -262,13 +269,12 @@ def usage_metrics_resource(ctx: SourceContext) -> DltResource:
             complete = datetime.combine(day + timedelta(days=1), datetime.min.time(), UTC) <= cutoff
             for table_spec, rows in dashboard_tables(dashboard, day, project or "", complete, fetched_at):
                 if rows:
-                    table = rows_to_arrow(rows, table_spec.columns)
-                    yield dlt.mark.with_hints(table, dlt.mark.make_hints(**_hints(table_spec, ())), create_table_variant=True)
+                    yield _marked(ctx, table_spec, rows_to_arrow(rows, table_spec.columns))
         complete_days = [d for d in days if datetime.combine(d + timedelta(days=1), datetime.min.time(), UTC) <= cutoff]
         if complete_days:
             state["last_complete_day"] = max(complete_days).isoformat()
 
-    return _resource(ctx, spec, "usage_metrics", read)
+    return _resource(ctx, None, "usage_metrics", read)
 
 
 def _metrics_params(day: date, project: str | None) -> dict[str, Any]:
