@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import re
+import ssl
 import time
 import uuid
 from dataclasses import dataclass
@@ -54,6 +55,17 @@ def client_assertion(holder: HolderConfig, now: float | None = None) -> str:
         ) from None
 
 
+def tls_context(holder: HolderConfig) -> ssl.SSLContext:
+    """Trust the holder's CA (or the system store) and present the mTLS client certificate if configured."""
+    try:
+        context = ssl.create_default_context(cafile=holder.ca) if holder.ca else ssl.create_default_context()
+        if holder.cert:
+            context.load_cert_chain(holder.cert, holder.key)
+    except (OSError, ssl.SSLError) as err:
+        raise ConfigError(f"holder {holder.name}: cannot load TLS files (cert/key/ca): {err}") from None
+    return context
+
+
 def range_text(x_v: int, x_min_v: int | None) -> str:
     return f"{x_min_v}..{x_v}" if x_min_v is not None and x_min_v < x_v else f"{x_v}..{x_v}"
 
@@ -63,13 +75,8 @@ class HolderClient:
 
     def __init__(self, holder: HolderConfig, transport: httpx.BaseTransport | None = None) -> None:
         self.holder = holder
-        cert: tuple[str, str] | str | None = (
-            (holder.cert, holder.key) if holder.cert and holder.key else holder.cert
-        )
-        verify: str | bool = holder.ca or True
         self._http = httpx.Client(
-            cert=cert,
-            verify=verify,
+            verify=tls_context(holder),
             timeout=holder.timeout,
             transport=transport,
             headers={"Accept": "application/json"},
@@ -155,7 +162,7 @@ class HolderClient:
             try:
                 response = self._http.request(method, url, **kwargs)
             except httpx.TransportError as err:
-                if attempt == settings.MAX_ATTEMPTS:
+                if attempt == settings.MAX_ATTEMPTS or _is_certificate_error(err):
                     raise ApiError(
                         f"holder {self.holder.name}: cannot reach {_origin(url)}: {_transport_reason(err)}"
                     ) from None
@@ -227,7 +234,20 @@ def _origin(url: str) -> str:
 
 
 def _transport_reason(err: httpx.TransportError) -> str:
-    return _clean(str(err))[:200] or type(err).__name__
+    reason = _clean(str(err))[:200] or type(err).__name__
+    if isinstance(err, httpx.RemoteProtocolError | httpx.ReadError) and err.request.url.scheme == "https":
+        reason += " (if the holder requires mTLS, check cert and key)"
+    return reason
+
+
+def _is_certificate_error(err: Exception) -> bool:
+    """Certificate verification failures are not transient: do not retry them."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return "CERTIFICATE_VERIFY_FAILED" in str(err)
 
 
 def _clean(text: str) -> str:
