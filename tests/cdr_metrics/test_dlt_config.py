@@ -1,0 +1,46 @@
+"""Holders injected by dlt from config (`sources.cdr_metrics.holders`), here via dlt's env var provider."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import dlt
+import pytest
+
+from pipelines.cdr_metrics.source import RunOutcomes, cdr_metrics
+from pipelines.cli import main
+from pipelines.sandbox.cdr_holder import CdrHolderServer, HolderState
+
+from .conftest import holder_config, query
+
+
+def test_source_reads_holders_and_settings_from_dlt_config(
+    holder: CdrHolderServer, pipeline: dlt.Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SOURCES__CDR_METRICS__HOLDERS", json.dumps([holder_config(holder, "from_env")]))
+    monkeypatch.setenv("SOURCES__CDR_METRICS__X_V", "4")
+    outcomes = RunOutcomes()
+    pipeline.run(cdr_metrics(outcomes=outcomes))
+    assert outcomes.holders["from_env"].version == 4
+    assert query(pipeline, "SELECT DISTINCT data_holder, payload_version FROM metric_observations") == [
+        ("from_env", 4)
+    ]
+
+
+def test_cli_falls_back_to_dlt_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with CdrHolderServer(HolderState(name="cfg")) as srv:
+        monkeypatch.setenv("SOURCES__CDR_METRICS__HOLDERS", json.dumps([holder_config(srv, "cfg")]))
+        code = main(
+            [
+                "cdr-metrics",
+                "--duckdb-path",
+                str(tmp_path / "o.duckdb"),
+                "--pipelines-dir",
+                str(tmp_path / "d"),
+            ]
+        )
+    assert code == 0
+    assert any(line.startswith("cfg ") for line in capsys.readouterr().out.splitlines())
