@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 
 from pipelines import __version__
 from pipelines.errors import PipelineError
+from pipelines.logs import quiet_arrow_hint_warnings
 
 DESCRIPTION = """\
 Export the Concord Privacy API (consent events, tracker scans, projects, consent types,
@@ -74,24 +75,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted; loaded data and state are as the last completed run left them", file=sys.stderr)
         return 130
-
-
-class _ArrowHintNoise(logging.Filter):
-    """Warnings dlt repeats on every run about things this project handles on purpose.
-
-    - our declared hints (json, not-null keys) override arrow's types: that is what they are for;
-    - a DuckDB file named like the dataset: pipelines.duckdb_compat makes those names unambiguous.
-    """
-
-    NOISE = ("when merging arrow schema", "is identical to the dataset name")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return not any(noise in message for noise in self.NOISE)
-
-
-def quiet_arrow_hint_warnings() -> None:
-    logging.getLogger("dlt").addFilter(_ArrowHintNoise())
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -23,6 +23,7 @@ from pipelines.concord.client import ResourceStats
 from pipelines.concord.source import concord_source, parse_start_date, validate_organization_id
 from pipelines.duckdb_compat import enable_catalog_qualified_names
 from pipelines.errors import ConcurrentRunError, ConfigError, PipelineError
+from pipelines.logs import quiet_arrow_hint_warnings
 from pipelines.report import format_table
 
 PARQUET_DESTINATIONS = {"duckdb", "motherduck", "filesystem", "bigquery", "snowflake", "athena", "databricks"}
@@ -201,6 +202,7 @@ def run_export(options: RunOptions, out: IO[str] | None = None) -> RunResult:
     """Run one export; raises PipelineError with a one-line message on anything the user can fix."""
     out = out or sys.stderr
     started = time.monotonic()
+    quiet_arrow_hint_warnings()
     org = validate_organization_id(options.organization_id or _config("organization_id"))
     api_key = options.api_key or _config("api_key", secret=True)
     if not api_key:
