@@ -6,14 +6,22 @@ TOML (`.dlt/config.toml`, or a file given with `--config`)::
     name = "bank_a"
     base_url = "https://admin.bank-a.example"   # AdminBaseUri
     timezone = "Australia/Sydney"
-    token = "..."                  # or token_env = "BANK_A_TOKEN", or the token endpoint keys below
+    token_env = "BANK_A_TOKEN"     # or a token in secrets.toml (below), or the token endpoint keys
     token_endpoint = "https://auth.bank-a.example/token"
     client_id = "register-client"
-    private_key_path = "keys/register.pem"      # or private_key = "-----BEGIN ..." (secrets.toml)
+    private_key_path = "keys/register.pem"      # or private_key in secrets.toml (below)
     signing_alg = "PS256"          # RS256 | PS256 | ES256
     cert = "certs/client.pem"      # mTLS client certificate (+ key) and the CA bundle to trust
     key = "certs/client.key"
     ca = "certs/ca.pem"
+
+Secrets go to `.dlt/secrets.toml`, per holder name (dlt keeps resolved *config* values in its trace,
+secrets it does not)::
+
+    [sources.cdr_metrics.credentials.bank_a]
+    token = "..."                  # and/or private_key = "-----BEGIN PRIVATE KEY-----..."
+
+A `--config FILE` may hold `token`/`private_key` inline (it is passed to the source directly).
 """
 
 from __future__ import annotations

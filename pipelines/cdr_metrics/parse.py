@@ -11,6 +11,7 @@ Dates: `data.requestTime` converted to the holder's timezone gives the local dat
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator, Mapping
 from datetime import date, datetime
@@ -68,9 +69,12 @@ def to_number(value: Any, path: str) -> float | int:
         return value
     if isinstance(value, str):  # v4/v5 RateString
         try:
-            return float(value)
+            number = float(value)
         except ValueError:
             raise PayloadError(path, f"not a number: {value!r}") from None
+        if not math.isfinite(number):
+            raise PayloadError(path, f"not a finite number: {value!r}")
+        return number
     raise PayloadError(path, f"expected a number, got {type(value).__name__}")
 
 

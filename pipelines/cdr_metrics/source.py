@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -24,10 +24,11 @@ from pipelines.cdr_metrics import parse, settings
 from pipelines.cdr_metrics.client import HolderClient
 from pipelines.cdr_metrics.config import HolderConfig, check_period, check_versions, holders_from_list
 from pipelines.cdr_metrics.validation import PayloadError, validate_payload
-from pipelines.errors import PipelineError
+from pipelines.errors import ConfigError, PipelineError
 
 log = logging.getLogger(__name__)
 
+CREDENTIAL_KEYS = frozenset({"token", "private_key"})
 OBSERVATION_KEY = ("data_holder", "metric", "dimension", "grain", "period_date", "hour_key")
 OBSERVATION_COLUMNS: dict[str, dict[str, Any]] = {
     "data_holder": {"data_type": "text", "nullable": False},
@@ -93,16 +94,36 @@ def fetch_holder(holder: HolderConfig, x_v: int, x_min_v: int | None, period: st
     return {"holder": holder.name, "version": response.version, "observations": rows, "snapshot": snap}
 
 
+def with_credentials(holders: list[dict[str, Any]], credentials: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Merge `credentials[name]` (token, private_key) into each holder entry."""
+    names = {h.get("name") for h in holders}
+    for name, secret in credentials.items():
+        if name not in names:
+            raise ConfigError(
+                f"credentials given for unknown holder {name!r}; holders are: {', '.join(map(str, names))}"
+            )
+        if not isinstance(secret, Mapping) or set(secret) - CREDENTIAL_KEYS:
+            raise ConfigError(f"credentials.{name} may only hold {', '.join(sorted(CREDENTIAL_KEYS))}")
+    return [{**h, **credentials.get(str(h.get("name")), {})} for h in holders]
+
+
 @dlt.source(name=settings.SOURCE_NAME)
 def cdr_metrics(
     holders: list[dict[str, Any]] = dlt.config.value,
+    credentials: dict[str, dict[str, str]] | None = dlt.secrets.value,
     x_v: int = settings.DEFAULT_X_V,
     x_min_v: int | None = settings.DEFAULT_X_MIN_V,
     period: str = settings.DEFAULT_PERIOD,
     outcomes: RunOutcomes | None = None,
 ) -> Sequence[DltResource]:
-    """Get Metrics from every configured holder (`[[sources.cdr_metrics.holders]]`)."""
-    configs = holders_from_list([asdict(h) if isinstance(h, HolderConfig) else h for h in holders])
+    """Get Metrics from every configured holder (`[[sources.cdr_metrics.holders]]`).
+
+    `credentials` (secrets.toml `[sources.cdr_metrics.credentials.<holder name>]`, keys `token` and/or
+    `private_key`) keeps secrets out of `holders`: dlt records resolved config values in its trace,
+    secrets it does not.
+    """
+    raw = [asdict(h) if isinstance(h, HolderConfig) else dict(h) for h in holders]
+    configs = holders_from_list(with_credentials(raw, credentials or {}))
     check_versions(x_v, x_min_v)
     period = check_period(period)
     report = outcomes if outcomes is not None else RunOutcomes()
@@ -117,6 +138,10 @@ def cdr_metrics(
             except PipelineError as err:
                 outcome.error = str(err)
                 log.info("%s", err)
+                continue
+            except Exception as err:  # isolate the holder; the run still ends non-zero
+                outcome.error = f"holder {holder.name}: unexpected {type(err).__name__}: {' '.join(str(err).split())[:200]}"
+                log.debug("holder %s failed", holder.name, exc_info=True)
                 continue
             finally:
                 outcome.seconds = time.monotonic() - started

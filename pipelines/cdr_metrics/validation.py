@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from jsonschema import Draft202012Validator
-from jsonschema.exceptions import best_match
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
@@ -48,12 +47,31 @@ def json_path(parts: Any) -> str:
 
 
 def validate_payload(payload: Any, version: int) -> None:
-    """Raise PayloadError for the most relevant problem (jsonschema's best_match) or return quietly."""
+    """Raise PayloadError for the first problem in document order, or return quietly."""
     if version not in ROOTS:
         raise PayloadError("$", f"no schema for version {version}")
-    error = best_match(validator(version).iter_errors(payload))
-    if error is not None:
-        raise PayloadError(json_path(error.absolute_path), _short(error.message))
+    errors = list(validator(version).iter_errors(payload))
+    if errors:
+        first = min(errors, key=lambda e: _document_order(payload, list(e.absolute_path)))
+        raise PayloadError(json_path(first.absolute_path), _short(first.message))
+
+
+def _document_order(payload: Any, path: list[str | int]) -> tuple[int, ...]:
+    """Position of `path` in the payload as written (object keys in order), so the first problem wins."""
+    order: list[int] = []
+    node = payload
+    for part in path:
+        if isinstance(node, dict):
+            keys = list(node)
+            order.append(keys.index(part) if part in node else len(keys))
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            order.append(part)
+            node = node[part]
+        else:
+            order.append(0)
+            node = None
+    return tuple(order)
 
 
 def _short(message: str, limit: int = 160) -> str:

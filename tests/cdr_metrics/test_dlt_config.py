@@ -44,3 +44,31 @@ def test_cli_falls_back_to_dlt_config(
         )
     assert code == 0
     assert any(line.startswith("cfg ") for line in capsys.readouterr().out.splitlines())
+
+
+def test_tokens_come_from_credentials_and_stay_out_of_the_trace(
+    state: HolderState, pipeline: dlt.Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state.tokens = {"sekrit-token-777"}
+    with CdrHolderServer(state) as srv:
+        monkeypatch.setenv("SOURCES__CDR_METRICS__HOLDERS", json.dumps([holder_config(srv, "bank")]))
+        monkeypatch.setenv(
+            "SOURCES__CDR_METRICS__CREDENTIALS", json.dumps({"bank": {"token": "sekrit-token-777"}})
+        )
+        outcomes = RunOutcomes()
+        pipeline.run(cdr_metrics(outcomes=outcomes))
+    assert outcomes.holders["bank"].error is None and outcomes.holders["bank"].version == 5
+    for path in Path(pipeline.pipelines_dir).rglob("*"):
+        if path.is_file():
+            assert b"sekrit-token-777" not in path.read_bytes(), path
+
+
+def test_credentials_for_unknown_holder_is_a_config_error() -> None:
+    from pipelines.cdr_metrics.source import with_credentials
+    from pipelines.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="credentials given for unknown holder 'nope'"):
+        with_credentials([{"name": "a"}], {"nope": {"token": "x"}})
+    with pytest.raises(ConfigError, match="credentials.a may only hold private_key, token"):
+        with_credentials([{"name": "a"}], {"a": {"base_url": "x"}})
+    assert with_credentials([{"name": "a"}], {"a": {"token": "t"}}) == [{"name": "a", "token": "t"}]

@@ -112,3 +112,47 @@ def test_client_checks_served_version() -> None:
         c.get_metrics(6, 2, "ALL")
     with HolderClient(holder, transport=answer({"x-v": "3"})) as c:
         assert c.get_metrics(3, 9, "ALL").version == 3  # x-min-v >= x-v is ignored on our side too
+
+
+def test_holder_app_mounted_under_a_prefix(state: HolderState) -> None:
+    """The sandbox mounts the holder under /cdr; token audience and URLs follow the prefix."""
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    from pipelines.sandbox.cdr_holder import create_holder_app
+    from pipelines.serve import BackgroundServer
+
+    from .keys import new_key, private_pem, public_pem
+
+    key = new_key("PS256")
+    state.clients = {"register": public_pem(key)}
+    app = Starlette(routes=[Mount("/cdr", app=create_holder_app(state))])
+    with BackgroundServer(app) as srv:
+        base = f"{srv.url}/cdr"
+        holder = holder_from_mapping(
+            {
+                "name": "bank",
+                "base_url": base,
+                "token_endpoint": f"{base}/token",
+                "client_id": "register",
+                "private_key": private_pem(key),
+            }
+        )
+        with HolderClient(holder) as c:
+            assert c.get_metrics(5, 2, "ALL").version == 5
+    assert state.served[-1]["payload"]["links"]["self"].startswith(f"{base}/cds-au/v1/admin/metrics")
+
+
+def test_first_problem_in_document_order() -> None:
+    from datetime import UTC, datetime
+
+    from pipelines.cdr_metrics.validation import PayloadError, validate_payload
+    from pipelines.sandbox.cdr_holder import metrics_data
+
+    data = metrics_data(1, datetime(2026, 11, 23, tzinfo=UTC), "Australia/Sydney", 5, "ALL")
+    data["recipientCount"] = "many"  # later in the document
+    data["invocations"]["lowPriority"]["currentDay"] = -0.5  # earlier
+    data["invocations"]["highPriority"].pop("currentDay")  # fine: conditional
+    with pytest.raises(PayloadError) as err:
+        validate_payload({"data": data, "links": {"self": "x"}}, 5)
+    assert err.value.path == "$.data.invocations.lowPriority.currentDay"
