@@ -50,6 +50,7 @@ SPLIT_FILTERS = frozenset(("projectIds", "category", "subcategory", "consentStat
                            "request", "resolutionStatus"))
 MAX_LEN_64 = frozenset(("submitter", "sessionId", "geography", "concordId"))
 Send = Callable[[dict], Awaitable[None]]
+MAX_OFFSET = 2**31 - 1  # int32 like the real validator; larger values would overflow JSON encoders
 
 
 class ApiError(Exception):
@@ -108,7 +109,7 @@ def _date(request: Request, name: str, required: bool = False) -> int | None:
 
 def list_query(request: Request, resource: str, filters: tuple[str, ...], dated: bool) -> ListQuery:
     query = ListQuery(
-        offset=_int(request, "offset", 0, 0),
+        offset=_int(request, "offset", 0, 0, MAX_OFFSET),
         limit=_int(request, "limit", 100, 1, 1000),
         start=_date(request, "startDate") if dated else None,
         end=_date(request, "endDate") if dated else None,

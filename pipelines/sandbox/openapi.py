@@ -127,7 +127,7 @@ def paging(resource: str) -> list[dict]:
     return [
         param("sort", enum(SORTS[resource])),
         param("order", enum(("asc", "desc"))),
-        param("offset", {"type": "integer", "minimum": 0, "default": 0}),
+        param("offset", {"type": "integer", "minimum": 0, "maximum": 2**31 - 1, "default": 0}),
         param("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}),
     ]
 

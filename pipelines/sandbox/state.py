@@ -32,6 +32,9 @@ import orjson
 from pipelines.sandbox import data as d
 from pipelines.sandbox.faults import Faults
 
+# Event fields an update never changes: whole-list orders by them survive updates and only take inserts.
+STABLE_SORTS = frozenset(("dateCreated", "consentDate", "expirationDate", "id", "concordId", "project", "category",
+                          "label", "consentType", "submitter"))
 RESOURCES = ("projects", "consent-events", "consent-types", "compliance-requests", "compliance-requests-events",
              "tracker-scan-history")
 
@@ -144,6 +147,7 @@ class SandboxState:
         self.stats: Counter[str] = Counter()
         self.faults = Faults(config.seed, config.faults)
         self._cache: OrderedDict[tuple, list[d.EventRow]] = OrderedDict()
+        self._orders: dict[str, list[d.EventRow]] = {}  # unfiltered orders by a field updates never change
         # Millions of small containers: with the cyclic GC on, every generation pass rescans them all
         # (10x slower generation). None of them form cycles, so pause it and freeze the result.
         gc_was_enabled = gc.isenabled()
@@ -226,6 +230,8 @@ class SandboxState:
         sort = query.sort or "dateCreated"
         if sort == "dateUpdated" and not query.filters:
             return self._window(query)  # a slice of the primary index, no cache needed
+        if sort in STABLE_SORTS and not query.filters and query.start is None and query.end is None:
+            return self._order(sort)
         key = (sort, query.start, query.end, tuple(sorted(query.filters.items())), self.version)
         cached = self._cache.get(key)
         if cached is not None:
@@ -240,6 +246,13 @@ class SandboxState:
         self._cache[key] = rows
         while len(self._cache) > 32:
             self._cache.popitem(last=False)
+        return rows
+
+    def _order(self, sort: str) -> list[d.EventRow]:
+        """All events in (sort, id) order, kept up to date on inserts (updates cannot move them)."""
+        rows = self._orders.get(sort)
+        if rows is None:
+            rows = self._orders[sort] = sorted(self.events, key=_sort_key(sort))
         return rows
 
     def _window(self, query: ListQuery) -> list[d.EventRow]:
@@ -307,19 +320,19 @@ class SandboxState:
                 rows.extend(d.session_events(rng, self.org_id, sess, types, start, now + 1,
                                              kind="import" if kind == "import" else "banner", update_rate=0))
             del rows[n:]
-            self._add_rows(rows)
+            self._insert_rows(rows)
             return [row.id for row in rows]
 
     def _add_rows(self, rows: list[d.EventRow]) -> None:
         for row in rows:
             self.event_by_id[row.id] = row
-        if len(rows) > 64:
-            self.events.extend(rows)
-            self.events.sort(key=_row_key)  # timsort: near-linear on an almost sorted list
-        else:
-            for row in rows:
-                bisect.insort(self.events, row, key=_row_key)
+        _merge(self.events, rows, _row_key)
         self._changed()
+
+    def _insert_rows(self, rows: list[d.EventRow]) -> None:
+        self._add_rows(rows)
+        for sort, order in self._orders.items():
+            _merge(order, rows, _sort_key(sort))
 
     def update_events(self, n: int, seed: int | None = None) -> list[str]:
         """Change `n` random events: new consentState, version + 1, dateUpdated = now."""
@@ -417,6 +430,16 @@ class SandboxState:
 
     def now_iso(self) -> str:
         return d.iso(self.clock.now_ms())
+
+
+def _merge(target: list[d.EventRow], rows: list[d.EventRow], key: Callable[[d.EventRow], tuple]) -> None:
+    """Add rows to a list sorted by `key`, keeping it sorted (bisect for a few, timsort for many)."""
+    if len(rows) > 64:
+        target.extend(rows)
+        target.sort(key=key)  # near-linear on an almost sorted list
+    else:
+        for row in rows:
+            bisect.insort(target, row, key=key)
 
 
 def _change_event(row: d.EventRow, now: int) -> None:

@@ -110,3 +110,27 @@ def test_ticking_clock_without_now() -> None:
     with SandboxServer(state) as sb, httpx.Client() as c:
         r = c.get(sb.admin_url + "/clock", headers={"x-api-key": sb.api_key})
         assert r.json()["ticking"] is True
+
+
+def test_cached_orders_follow_inserts_and_updates(fresh: SandboxServer) -> None:
+    with client(fresh) as api:
+        path = f"/organizations/{fresh.org_id}/consent-events"
+        api.get(path)  # builds the cached dateCreated order
+        api.get(path, params={"sort": "consentDate", "order": "asc"})
+        new = set(fresh.state.insert_events(3, seed=2))
+        updated = fresh.state.update_events(2, seed=3)
+        top = api.get(path, params={"limit": 3}).json()["items"]
+        assert {i["id"] for i in top} == new  # newest dateCreated first
+        by_consent = fetch_all(api, path, {"sort": "consentDate", "order": "asc"})
+        keys = [(i["consentDate"], i["id"]) for i in by_consent]
+        assert keys == sorted(keys) and len(keys) == 603
+        assert all(i["version"] >= 2 for i in by_consent if i["id"] in updated)
+
+
+def test_cdr_holder_mounted_when_available(fresh: SandboxServer) -> None:
+    try:
+        from pipelines.sandbox.cdr_holder import create_holder_app  # noqa: F401
+    except Exception:  # noqa: BLE001 - written by another helper; optional
+        return
+    r = httpx.get(fresh.url + "/cdr/cds-au/v1/admin/metrics", headers={"x-v": "2"})
+    assert r.status_code != 404  # mounted under /cdr
