@@ -160,8 +160,18 @@ def rows_to_arrow(rows: list[dict[str, Any]], declared: Mapping[str, str], drop:
     arrays = []
     for name in names:
         values = [row.get(name) for row in rows]
-        arrays.append(typed_array(values, declared[name]) if name in declared else infer_array(values))
+        arrays.append(_column_array(name, values, declared.get(name)))
     return pa.Table.from_arrays(arrays, names=names)
+
+
+def _column_array(name: str, values: list[Any], kind: str | None) -> pa.Array:
+    if kind is None:
+        return infer_array(values)
+    try:
+        return typed_array(values, kind)
+    except (ValueError, TypeError, pa.ArrowException) as err:
+        sample = next((v for v in values if v is not None), None)
+        raise ValueError(f"column {name!r} is declared {kind} but the API sent {sample!r} ({err})") from None
 
 
 def dlt_columns(declared: Mapping[str, str], primary_key: Iterable[str] = (), drop: Iterable[str] = ()) -> list[dict[str, Any]]:

@@ -99,3 +99,8 @@ def test_pii_hash_is_keyed_and_stable_and_drop_removes():
     kept = dict(row)
     apply_pii(kept, "keep", None)
     assert kept == row
+
+
+def test_value_that_does_not_fit_its_declared_type_names_the_column():
+    with pytest.raises(ValueError, match="'version' is declared bigint"):
+        rows_to_arrow([{"version": "two"}], {"version": BIGINT})
