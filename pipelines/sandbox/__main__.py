@@ -1,8 +1,13 @@
-"""`python -m pipelines.sandbox [options]` = `concord-pipeline sandbox [options]`."""
+"""`python -m pipelines.sandbox [options]` = `concord-pipeline sandbox [options]`.
+
+A separate entry point because `pipelines.cli` imports every subcommand (dlt and friends take seconds);
+the sandbox child processes used by tests and benchmarks start faster without them.
+"""
 
 import argparse
 import sys
 
+from pipelines.errors import PipelineError
 from pipelines.sandbox.cli import register
 
 
@@ -10,7 +15,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipelines.sandbox")
     register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["sandbox", *(sys.argv[1:] if argv is None else argv)])
-    return int(args.handler(args))
+    try:
+        return int(args.handler(args))
+    except PipelineError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
 
 
 if __name__ == "__main__":

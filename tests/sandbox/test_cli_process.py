@@ -8,8 +8,8 @@ import sys
 import httpx
 import pytest
 
-from pipelines.cli import main
 from pipelines.sandbox import SandboxConfig, SandboxProcess
+from pipelines.sandbox.__main__ import main as sandbox_main
 from tests.sandbox.conftest import NOW
 
 
@@ -26,12 +26,20 @@ def test_process_serves_and_stops() -> None:
 
 
 def test_help_documents_the_fault_syntax() -> None:
-    out = subprocess.run([sys.executable, "-m", "pipelines.cli", "sandbox", "--help"], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "pipelines.sandbox", "--help"], capture_output=True,
                          text=True, check=True).stdout
     for text in ("--faults", "next:N", "retry_after", "cap=N", "--api-key", "--org-id", "/_sandbox/mutate"):
         assert text in out
 
 
 def test_bad_fault_spec_is_a_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["sandbox", "--events", "10", "--port", "0", "--faults", "teapot=1"]) == 2
+    assert sandbox_main(["--events", "10", "--port", "0", "--faults", "teapot=1"]) == 2
     assert capsys.readouterr().err.startswith("error: sandbox: unknown fault 'teapot'")
+
+
+@pytest.mark.slow  # pipelines.cli imports every subcommand (dlt): seconds of imports on a busy machine
+def test_registered_as_concord_pipeline_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
+    from pipelines.cli import main
+
+    assert main(["sandbox", "--events", "10", "--port", "0", "--faults", "cap=x"]) == 2
+    assert capsys.readouterr().err.startswith("error: sandbox:")
