@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
 from datetime import date, timedelta
 from typing import Any
@@ -18,25 +19,43 @@ from .conftest import holder_config, query
 KEY = "data_holder, metric, dimension, grain, period_date, hour_key"
 
 
-@pytest.mark.parametrize("version", [2, 3, 4, 5])
-def test_each_version_loads(
-    version: int, state: HolderState, holder: CdrHolderServer, pipeline: dlt.Pipeline
-) -> None:
-    state.supported_versions = (version,)
-    result = run([holder_config(holder)], pipeline)
+def test_each_version_loads_several_holders_in_one_run(state: HolderState, pipeline: dlt.Pipeline) -> None:
+    states = {
+        v: HolderState(name=f"v{v}", seed=v, clock=state.clock, supported_versions=(v,)) for v in (2, 3, 4, 5)
+    }
+    with contextlib.ExitStack() as stack:
+        servers = {v: stack.enter_context(CdrHolderServer(st)) for v, st in states.items()}
+        result = run([holder_config(srv, f"holder_v{v}") for v, srv in servers.items()], pipeline)
     assert result.ok, result.error_lines()
-    served = state.served[-1]
-    assert served["version"] == version
-    expected = list(parse.observations(served["payload"], version, "bank", "Australia/Sydney"))
-    got = query(
-        pipeline, "SELECT count(*), min(payload_version), max(payload_version) FROM metric_observations"
-    )
-    assert got == [(len(expected), version, version)]
-    snap = query(pipeline, "SELECT payload_version, customer_count, recipient_count FROM snapshots")
-    assert snap == [
-        (version, served["payload"]["data"]["customerCount"], served["payload"]["data"]["recipientCount"])
-    ]
-    assert result.new_rows("bank", "metric_observations") == len(expected)
+    for version, st in states.items():
+        name = f"holder_v{version}"
+        served = st.served[-1]
+        assert served["version"] == version
+        expected = list(parse.observations(served["payload"], version, name, "Australia/Sydney"))
+        got = query(
+            pipeline,
+            "SELECT count(*), min(payload_version), max(payload_version) FROM metric_observations "
+            f"WHERE data_holder = '{name}'",
+        )
+        assert got == [(len(expected), version, version)]
+        want = {
+            (r["metric"], r["dimension"], r["grain"], r["period_date"], r["hour_key"]): r["value"]
+            for r in expected
+        }
+        rows = query(
+            pipeline,
+            "SELECT metric, dimension, grain, period_date, hour_key, value FROM metric_observations "
+            f"WHERE data_holder = '{name}'",
+        )
+        assert {tuple(r[:5]): r[5] for r in rows} == pytest.approx(want)
+        data = served["payload"]["data"]
+        snap = query(
+            pipeline,
+            f"SELECT payload_version, customer_count, recipient_count FROM snapshots WHERE data_holder = '{name}'",
+        )
+        assert snap == [(version, data["customerCount"], data["recipientCount"])]
+        assert result.new_rows(name, "metric_observations") == len(expected)
+        assert result.outcomes.holders[name].version == version
 
 
 def _daily_series(payload: dict[str, Any]) -> dict[tuple[str, str], list[tuple[date, float]]]:
@@ -129,9 +148,9 @@ def test_two_consecutive_days_leave_nine_days(
 def test_history_accumulates_without_duplicates(
     state: HolderState, holder: CdrHolderServer, pipeline: dlt.Pipeline
 ) -> None:
-    for _ in range(4):
+    for _ in range(3):
         assert run([holder_config(holder)], pipeline, period="ALL").ok
-        state.clock.advance(days=1, hours=5)  # and a run at a different hour each day
+        state.clock.advance(days=1, hours=15)  # a run at a different hour, skipping a day
     total, distinct = query(pipeline, f"SELECT count(*), count(DISTINCT ({KEY})) FROM metric_observations")[0]
     assert total == distinct
     days = query(
@@ -139,7 +158,11 @@ def test_history_accumulates_without_duplicates(
         "SELECT count(DISTINCT period_date) FROM metric_observations WHERE metric = 'session_count' AND grain = 'day'",
     )
     run_dates = {parse.local_date(parse.request_time(s["payload"]), "Australia/Sydney") for s in state.served}
-    assert len(run_dates) == 4  # 09:30, 14:30, 19:30 and (a day skipped) 00:30
+    assert sorted(run_dates) == [
+        date(2026, 11, 23),
+        date(2026, 11, 25),
+        date(2026, 11, 26),
+    ]  # 09:30, 00:30, 15:30
     expected = run_dates | {d - timedelta(days=i) for d in run_dates for i in range(1, 8)}
     assert days == [(len(expected),)]
     last = state.served[-1]["payload"]["data"]["sessionCount"]
