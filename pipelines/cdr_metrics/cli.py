@@ -93,7 +93,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     req.add_argument(
         "--x-min-v",
         type=_min_version,
-        help=f"lowest acceptable version, or 'none' (default {settings.DEFAULT_X_MIN_V})",
+        help=f"lowest acceptable version; 'none' sends no x-min-v (default {settings.DEFAULT_X_MIN_V})",
     )
     req.add_argument(
         "--period", type=str.upper, choices=settings.PERIODS, help="CURRENT, HISTORIC or ALL (default ALL)"
@@ -114,7 +114,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _min_version(raw: str) -> int | str:
-    if raw.lower() == "none":
+    if raw.lower() in ("none", "0"):
         return "none"
     try:
         return int(raw)
@@ -144,7 +144,7 @@ def handle(args: argparse.Namespace) -> int:
     x_min_v: Any = (
         args.x_min_v if args.x_min_v is not None else file_settings.get("x_min_v", settings.DEFAULT_X_MIN_V)
     )
-    x_min_v = None if x_min_v in ("none", 0) else x_min_v
+    x_min_v = None if x_min_v == "none" else x_min_v
     check_versions(x_v, x_min_v)
     period = check_period(args.period or file_settings.get("period", settings.DEFAULT_PERIOD))
     duckdb_path = args.duckdb_path or (settings.DEFAULT_DUCKDB_PATH if args.destination == "duckdb" else None)
@@ -163,6 +163,8 @@ def handle(args: argparse.Namespace) -> int:
 
 def _holders(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     single = {k: getattr(args, k) for k in SINGLE_FLAGS if getattr(args, k) is not None}
+    if "private_key" in single:  # the flag names a file; `private_key` in config holds PEM text
+        single["private_key_path"] = single.pop("private_key")
     if args.config:
         if args.holder or args.base_url or args.sandbox or single:
             raise ConfigError(
@@ -181,8 +183,6 @@ def _holders(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, A
             raise ConfigError(
                 "a single holder needs both --holder NAME and --base-url URL (or use --config FILE)"
             )
-        if single.get("private_key"):
-            single["private_key_path"] = single.pop("private_key")
         holder = {"name": args.holder, "base_url": args.base_url, "timezone": args.timezone, **single}
         holders_from_list([holder])
         return {}, [holder]

@@ -190,10 +190,9 @@ class HolderClient:
         detail = "; ".join(_clean(str(e.get("detail") or e.get("title") or "")) for e in errors)
         if status == 406 or "Header/UnsupportedVersion" in codes:
             found = _RANGE.findall(detail)
-            supported = (
-                f"supports versions {found[-1][0]}..{found[-1][1]}" if found else "supports none of them"
-            )
-            return f"holder {name} {supported}; asked for {asked}"
+            if found:
+                return f"holder {name} supports versions {found[-1][0]}..{found[-1][1]}; asked for {asked}"
+            return f"holder {name} supports none of the versions asked for ({asked}): {detail or 'HTTP 406'}"
         if "Header/InvalidVersion" in codes:
             return f"holder {name} rejected the version headers (x-v {x_v}, x-min-v {x_min_v}): {detail}"
         if status in (401, 403):

@@ -156,3 +156,25 @@ def test_first_problem_in_document_order() -> None:
     with pytest.raises(PayloadError) as err:
         validate_payload({"data": data, "links": {"self": "x"}}, 5)
     assert err.value.path == "$.data.invocations.lowPriority.currentDay"
+
+
+def test_error_bodies_without_ranges_or_cds_shape() -> None:
+    def answer(status: int, body: object) -> httpx.MockTransport:
+        return httpx.MockTransport(lambda req: httpx.Response(status, json=body))
+
+    holder = holder_from_mapping({"name": "h", "base_url": "https://h.example"})
+    cds = {
+        "errors": [
+            {"code": "urn:au-cds:error:cds-all:Header/UnsupportedVersion", "title": "t", "detail": "nope"}
+        ]
+    }
+    cases = [
+        (answer(406, cds), "holder h supports none of the versions asked for (2..5): nope"),
+        (answer(400, {"errors": [{**cds["errors"][0], "code": "urn:au-cds:error:cds-all:Header/InvalidVersion"}]}),
+         "holder h rejected the version headers (x-v 5, x-min-v 2): nope"),
+        (answer(500, {"message": "boom"}), 'holder h answered HTTP 500: {"message":"boom"}'),
+    ]  # fmt: skip
+    for transport, message in cases:
+        with HolderClient(holder, transport=transport) as c, pytest.raises(ApiError) as err:
+            c.get_metrics(5, 2, "ALL")
+        assert str(err.value) == message
