@@ -131,3 +131,9 @@ def test_help_lists_the_options(capsys: pytest.CaptureFixture[str]) -> None:
         "[[holders]]",
     ):
         assert flag in out
+
+
+def test_sandbox_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["cdr-metrics", "--sandbox", "--holder", "demo", "--period", "current", *_out(tmp_path)]) == 0
+    demo = next(line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("demo"))
+    assert demo[1] == "v5" and demo[-1] == "ok"

@@ -7,6 +7,7 @@ import re
 from datetime import date
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -227,3 +228,29 @@ def test_hours_in_day_follow_dst() -> None:
     assert hours_in_day(date(2026, 11, 23), syd) == 24
     assert hours_in_day(date(2026, 3, 8), ny) == 23
     assert hours_in_day(date(2026, 11, 1), ny) == 25
+
+
+@pytest.mark.parametrize("version", [2, 3, 4, 5])
+@pytest.mark.parametrize("period", ["ALL", "CURRENT", "HISTORIC"])
+def test_sandbox_payloads_validate_and_are_deterministic(version: int, period: str) -> None:
+    from datetime import UTC, datetime
+
+    from pipelines.sandbox.cdr_holder import metrics_data
+
+    moments = [
+        datetime(2026, 10, 4, 18, 30, tzinfo=UTC),  # Sydney, day after DST start
+        datetime(2026, 4, 5, 13, 59, tzinfo=UTC),  # Sydney, 23:59 on the 25-hour day
+        datetime(2026, 12, 31, 13, 0, tzinfo=UTC),  # midnight of New Year in Sydney: empty hourly array
+    ]
+    for now in moments:
+        for tz in ("Australia/Sydney", "America/New_York"):
+            data = metrics_data(7, now, tz, version, period)
+            validate_payload({"data": data, "links": {"self": "x"}, "meta": {}}, version)
+            assert data == metrics_data(7, now, tz, version, period)
+            assert data != metrics_data(8, now, tz, version, period)
+            if version == 5 and period != "HISTORIC":
+                hours = len(data["performance"]["highPriority"]["currentDay"])
+                local = now.astimezone(ZoneInfo(tz))
+                midnight = datetime.combine(local.date(), datetime.min.time(), ZoneInfo(tz))
+                elapsed = int((now - midnight).total_seconds() // 3600)  # 24 at 23:59 on a 25-hour day
+                assert hours == elapsed < hours_in_day(local.date(), ZoneInfo(tz))
