@@ -24,7 +24,7 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -106,7 +106,7 @@ class Clock:
 def _dt_ms(dt: datetime) -> int:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
-    return int(dt.timestamp() * 1000)
+    return (dt - d.EPOCH) // timedelta(milliseconds=1)
 
 
 def _row_key(row: d.EventRow) -> tuple[int, str]:
