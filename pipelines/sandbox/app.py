@@ -211,7 +211,8 @@ def make_routes(state: SandboxState) -> list[Route]:
         Route(base + "/compliance-requests-events",
               small_list("compliance-requests-events", ("complianceRequestId",), True, False)),
         Route(base + "/projects/{project}/tracker-scan-history",
-              small_list("tracker-scan-history", ("scanPeriod",), False, True)),
+              small_list("tracker-scan-history", ("id", "scanPeriod", "scheduledScanEnabled", "scheduledHour",
+                                                  "scheduledDayOfWeek", "scheduledDayOfMonth"), False, True)),
         Route(base + "/metrics", metrics),
     ]
 

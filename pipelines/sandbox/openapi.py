@@ -185,7 +185,11 @@ def build_openapi() -> dict:
             page_of(COMPLIANCE_EVENT)),
         base + "/projects/{projectId}/tracker-scan-history": operation(
             "getTrackerScanHistory", "Get tracker scan history",
-            [ORG, PROJ, param("scanPeriod", enum(("quarterly", "monthly", "weekly", "daily"))),
+            [ORG, PROJ, param("id", STR), param("scanPeriod", enum(("quarterly", "monthly", "weekly", "daily"))),
+             param("scheduledScanEnabled", {"type": "boolean"}),
+             param("scheduledHour", {"type": "integer", "minimum": 0, "maximum": 23}),
+             param("scheduledDayOfWeek", {"type": "integer", "minimum": 0, "maximum": 6}),
+             param("scheduledDayOfMonth", {"type": "integer", "minimum": 1, "maximum": 31}),
              *paging("tracker-scan-history")], page_of(SCAN_CONFIG)),
         base + "/metrics": operation(
             "getUsageMetrics", "Get usage metrics",

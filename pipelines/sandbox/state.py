@@ -269,7 +269,7 @@ class SandboxState:
             lo, hi = query.start or -(2**62), query.end or 2**62
             items = [i for i in items if lo <= (d.to_ms(i[date_field]) or 0) < hi]
         for name, values in query.filters.items():
-            match = _matcher(name, values) if name != "projectIds" else _project_matcher(values)
+            match = _project_matcher(values) if name == "projectIds" else _text_matcher(name, values)
             items = [i for i in items if match(i)]
         sort = query.sort or ("dateCreated" if "dateCreated" in SORTS[resource] else "id")
         items.sort(key=lambda i: (_sortable(i.get(sort)), i.get("id") or ""), reverse=query.desc)
@@ -487,3 +487,13 @@ def _dumps(item: dict) -> bytes:
     # orjson hands back bytes objects that keep their oversized write buffer (~8 KB for a 1 KB event);
     # copying to an exact-size object cuts resident memory ~8x when a million events are cached.
     return memoryview(orjson.dumps(item)).tobytes()
+
+
+def _text_matcher(name: str, values: tuple[str, ...]) -> Callable[[dict], bool]:
+    """Equality on the query-string form of a value (true/false for booleans, digits for ints)."""
+    accepted = frozenset(v.lower() for v in values)
+
+    def text(value: object) -> str:
+        return str(value).lower()
+
+    return lambda item: text(item.get(name)) in accepted

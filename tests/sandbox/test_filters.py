@@ -121,3 +121,12 @@ def test_project_and_consent_type_filters(api: httpx.Client, org: str, shared: S
                          ("name", "email_newsletter")):
         got = fetch_all(api, f"{org}/projects/{pid}/consent-types", {param: value})
         assert got and ids(got) == {t["id"] for t in types if t[param] == value}, param
+
+
+def test_tracker_scan_history_filters(api: httpx.Client, org: str, shared: SandboxServer) -> None:
+    config = shared.state.truth("tracker-scan-history")[2]
+    path = f"{org}/projects/{config['projectId']}/tracker-scan-history"
+    assert [c["id"] for c in fetch_all(api, path)] == [config["id"]]
+    assert fetch_all(api, path, {"scheduledHour": config["scheduledHour"], "scheduledScanEnabled": "true"})
+    assert not fetch_all(api, path, {"scheduledHour": (config["scheduledHour"] + 1) % 24})
+    assert not fetch_all(api, path, {"scanPeriod": "daily"})
