@@ -127,6 +127,8 @@ def cdr_metrics(
     check_versions(x_v, x_min_v)
     period = check_period(period)
     report = outcomes if outcomes is not None else RunOutcomes()
+    # Callers that collect outcomes report failures themselves; otherwise make them visible here.
+    level = logging.INFO if outcomes is not None else logging.WARNING
 
     @dlt.resource(name="holder_payloads", selected=False)
     def holder_payloads() -> Iterator[dict[str, Any]]:
@@ -137,10 +139,11 @@ def cdr_metrics(
                 item = fetch_holder(holder, x_v, x_min_v, period)
             except PipelineError as err:
                 outcome.error = str(err)
-                log.info("%s", err)
+                log.log(level, "%s", err)
                 continue
             except Exception as err:  # isolate the holder; the run still ends non-zero
                 outcome.error = f"holder {holder.name}: unexpected {type(err).__name__}: {' '.join(str(err).split())[:200]}"
+                log.log(level, "%s", outcome.error)
                 log.debug("holder %s failed", holder.name, exc_info=True)
                 continue
             finally:
