@@ -185,7 +185,14 @@ def make_routes(state: SandboxState) -> list[Route]:
             wanted = query.filters.get("projectIds")
             query.filters["projectIds"] = (project_id,) if wanted is None or project_id in wanted else ()
         total, blobs = state.event_page(query)
-        return Response(page_bytes(query.offset, total, blobs), media_type="application/json")
+        body = page_bytes(query.offset, total, blobs)
+        # Data changing while a client pages: applied once this page is final but before it is sent, so
+        # a client that has received page k always sees the changes on page k + 1 (no race).
+        if request.scope.get("sandbox.inserts"):
+            state.insert_events(int(request.scope["sandbox.inserts"]))
+        if request.scope.get("sandbox.updates"):
+            state.update_events(int(request.scope["sandbox.updates"]))
+        return Response(body, media_type="application/json")
 
     async def metrics(request: Request) -> Response:
         org(request)
@@ -403,14 +410,10 @@ class SandboxApp:
         cap = faults.value("cap")
         if cap:
             scope["sandbox.cap"] = int(cap)
-        await self.router(scope, receive, send)
         if scope["path"].endswith("/consent-events"):
-            # Data changing while a client pages: applied after the page went out.
-            inserts, updates = faults.value("inserts"), faults.value("updates")
-            if inserts:
-                self.state.insert_events(int(inserts))
-            if updates:
-                self.state.update_events(int(updates))
+            scope["sandbox.inserts"] = faults.value("inserts")
+            scope["sandbox.updates"] = faults.value("updates")
+        await self.router(scope, receive, send)
 
     async def _mangled(self, scope: dict, receive: Callable, send: Send, how: str, stall: float) -> None:
         start: dict = {}
