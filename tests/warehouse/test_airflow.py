@@ -107,7 +107,8 @@ def test_dag_parses_with_defaults(airflow_python: Path, airflow_home: Path) -> N
     chained = [t for t in exports if result["upstream"][t]]
     assert len(chained) == len(exports) - 1, "DuckDB exports must run one at a time"
     assert set(result["retries"].values()) == {3} and all(result["backoff"].values())
-    assert result["schedule"] == "@daily" and result["max_active_runs"] == 1 and not result["catchup"]
+    assert result["schedule"] in ("@daily", "0 0 * * *")  # Airflow 2 reports the preset as its cron
+    assert result["max_active_runs"] == 1 and not result["catchup"]
 
 
 def test_dag_runs_exports_in_parallel_into_postgres(airflow_python: Path, airflow_home: Path) -> None:
@@ -118,6 +119,7 @@ def test_dag_runs_exports_in_parallel_into_postgres(airflow_python: Path, airflo
     assert result["schedule"] == "0 3 * * *"
 
 
+@pytest.mark.timeout(900)
 def test_full_dag_run_into_duckdb(airflow_python: Path, airflow_home: Path, sandbox) -> None:
     duckdb_path = airflow_home / "warehouse" / "concord.duckdb"
     duckdb_path.parent.mkdir()
