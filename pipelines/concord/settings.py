@@ -21,6 +21,7 @@ DEFAULT_LOOKBACK_SECONDS = 2 * 3600  # re-read this much before the cursor to ca
 DEFAULT_METRICS_LOOKBACK_DAYS = 1  # re-read yesterday's dashboard too: it may have been partial
 DEFAULT_METRICS_INITIAL_DAYS = 90  # one request per day: a first run does not walk back to 2015
 MAX_WINDOW_ROWS = 100_000  # a window larger than this is split so id tracking stays bounded
+ARROW_BATCH_ROWS = 20_000  # pages are joined into arrow tables of this many rows before dlt sees them
 MAX_WINDOW_ATTEMPTS = 4  # re-reads of a window whose pages did not add up before giving up
 
 UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")

@@ -14,7 +14,15 @@ from dlt.sources import DltResource
 from pipelines.concord import settings
 from pipelines.concord.client import ClientOptions, ConcordClient, KeyFn, ResourceStats
 from pipelines.concord.metrics import dashboard_tables
-from pipelines.concord.records import PiiMode, apply_pii, dlt_columns, flatten, rows_to_arrow, to_utc
+from pipelines.concord.records import (
+    PiiMode,
+    apply_pii,
+    dlt_columns,
+    flatten,
+    items_to_arrow,
+    rows_to_arrow,
+    to_utc,
+)
 from pipelines.concord.settings import TableSpec
 from pipelines.concord.windows import Window, metric_days, scan_window
 from pipelines.errors import ConfigError
@@ -79,6 +87,11 @@ class SourceContext:
         return None if window is None or window.start == self.initial_start else window.start
 
     def table(self, spec: TableSpec, items: Iterable[dict[str, Any]], **extra: Any) -> pa.Table:
+        if not extra and isinstance(items, list):
+            hashed = settings.PII_COLUMNS if self.pii == "hash" else ()
+            fast = items_to_arrow(items, spec.columns, drop=self.dropped_columns, hashed=hashed, salt=self.pii_salt)
+            if fast is not None:
+                return fast
         rows = []
         for item in items:
             row = flatten(item)
@@ -145,11 +158,33 @@ def windowed_resource(ctx: SourceContext, spec: TableSpec, key: KeyFn, params: d
         query = {"sort": "dateUpdated", "order": "asc", **(params or {})}
         if ctx.configured_projects and spec.name != "compliance_request_events":
             query["projectIds"] = ctx.configured_projects
-        for page in ctx.client.iter_pages(path, query, key, ctx.stats_for(spec.name), windows=[window]):
-            yield ctx.table(spec, page)
+        pages = (ctx.table(spec, page) for page in ctx.client.iter_pages(path, query, key, ctx.stats_for(spec.name), windows=[window]))
+        yield from batched_tables(pages, settings.ARROW_BATCH_ROWS)
         dlt.current.resource_state(spec.name)["cursor"] = window.end.isoformat()
 
     return _resource(ctx, spec, spec.name, read)
+
+
+def batched_tables(tables: Iterable[pa.Table], min_rows: int) -> Iterator[pa.Table]:
+    """Pages joined into tables of at least `min_rows` rows (chunks are not copied).
+
+    dlt computes and validates the table schema once per yielded item, which costs more than
+    converting a page of 1,000 rows: fewer, larger items make extraction several times faster.
+    Pages whose columns differ (a field the spec does not declare) are never joined.
+    """
+    batch: list[pa.Table] = []
+    rows = 0
+    for table in tables:
+        if batch and table.schema != batch[0].schema:
+            yield pa.concat_tables(batch)
+            batch, rows = [], 0
+        batch.append(table)
+        rows += table.num_rows
+        if rows >= min_rows:
+            yield pa.concat_tables(batch)
+            batch, rows = [], 0
+    if batch:
+        yield pa.concat_tables(batch)
 
 
 def projects_resource(ctx: SourceContext) -> DltResource:
