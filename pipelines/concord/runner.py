@@ -254,6 +254,7 @@ def run_export(options: RunOptions, out: IO[str] | None = None) -> RunResult:
         fmt = "parquet" if options.destination in PARQUET_DESTINATIONS else None
         try:
             with Progress(stats, out) if options.progress else _nothing():
+                pending = load_pending(pipeline)
                 info = pipeline.run(source, loader_file_format=fmt)
         except Exception as err:
             raise translate_failure(err) from err
@@ -266,8 +267,24 @@ def run_export(options: RunOptions, out: IO[str] | None = None) -> RunResult:
         destination=options.destination,
         dataset=options.dataset,
         duckdb_path=duckdb_path,
-        load_ids=list(info.loads_ids),
+        load_ids=pending + list(info.loads_ids),
     )
+
+
+def load_pending(pipeline: dlt.Pipeline) -> list[str]:
+    """Finish the packages a killed run left behind, then let this run extract as usual.
+
+    dlt's `run()` would load pending packages and return without extracting, so a daily job
+    would skip a day after every crash. Loading them first keeps their rows and state (cursors
+    advance only together with the data they describe).
+    """
+    if not pipeline.has_pending_data:
+        return []
+    if pipeline.list_extracted_load_packages():
+        pipeline.normalize()
+    if not pipeline.list_normalized_load_packages():
+        return []
+    return list(pipeline.load().loads_ids)
 
 
 @contextmanager

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,12 @@ def run_cli(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 12
     return subprocess.run(
         [sys.executable, "-m", "pipelines.cli", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
     )
+
+
+def catch_up_clock(export: Export) -> None:
+    """Put the sandbox clock just behind real time: the CLI has no --now, its windows end at the real now,
+    so changes made at the sandbox's (past) clock would fall behind the cursor of an earlier CLI run."""
+    export.state.set_now(datetime.now(tz=UTC) - timedelta(minutes=5))
 
 
 @pytest.fixture

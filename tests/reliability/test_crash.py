@@ -1,0 +1,130 @@
+"""SIGKILL the real CLI mid-extract, between extract and load, and mid-load: the next run converges.
+
+The export runs in a child process (tests/reliability/crash_driver.py: the real CLI plus phase
+markers) against a sandbox in this process; latency faults make extraction slow enough to hit.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from tests.concord.conftest import Export, assert_warehouse_matches
+from tests.reliability.conftest import (
+    SOURCE_RESOURCES,
+    catch_up_clock,
+    cli_args,
+    cli_env,
+    pending_packages,
+    run_cli,
+)
+
+pytestmark = pytest.mark.slow
+
+RESOURCES = ",".join(SOURCE_RESOURCES)
+
+
+def _start(export: Export, markers: Path, pause: str | None, workdir: Path) -> subprocess.Popen[str]:
+    env = cli_env(export, CRASH_MARKERS=str(markers), SOURCES__CONCORD__BACKOFF_BASE="0.01")
+    if pause:
+        env["CRASH_PAUSE"] = pause
+    args = cli_args(export, "--resources", RESOURCES)
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.reliability.crash_driver", *args],
+        env=env, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def _wait_for(condition: Callable[[], bool], proc: subprocess.Popen[str], what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if proc.poll() is not None:
+            _, err = proc.communicate()
+            raise AssertionError(f"the run ended (exit {proc.returncode}) before {what}: {err[-2000:]}")
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def _kill(proc: subprocess.Popen[str]) -> None:
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+
+
+def _served(export: Export) -> int:
+    return sum(n for route, n in export.state.stats.items() if "/privacy-v1/" in route)
+
+
+def _first_run_then_changes(export: Export, workdir: Path) -> None:
+    """A good run, then the source moves on: the crashed run has old rows to update and new ones to add."""
+    done = run_cli(cli_args(export, "--resources", RESOURCES), cli_env(export), workdir)
+    assert done.returncode == 0, done.stderr
+    catch_up_clock(export)
+    export.state.mutate(insert_events=300, update_events=40, late_events=20, import_events=10, finish_scans=True,
+                        new_scans=1, advance_compliance=4, insert_compliance=2, seed=21)
+
+
+def _rerun_converges(export: Export, workdir: Path) -> None:
+    """One run after the crash catches up completely, including what changed since the crash."""
+    export.state.faults.clear()
+    export.state.mutate(insert_events=25, update_events=10, seed=22)
+    again = run_cli(cli_args(export, "--resources", RESOURCES), cli_env(export), workdir)
+    assert again.returncode == 0, again.stderr
+    assert_warehouse_matches(export)  # no loss, and no duplicate keys
+    assert not pending_packages(export)
+
+
+@pytest.mark.parametrize("phase", ["extract", "normalize", "load_job"])
+def test_sigkill_then_the_next_run_converges(make_export, workdir, tmp_path, phase):
+    export = make_export(events=1500)
+    _first_run_then_changes(export, workdir)
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    if phase == "extract":
+        export.state.faults.configure("latency=40,cap=50", reset=True)  # ~40 slow pages
+        proc = _start(export, markers, None, workdir)
+        served = _served(export)
+        _wait_for(lambda: _served(export) >= served + 8, proc, "extraction was under way")
+        assert not (markers / "normalize").exists()
+    else:
+        proc = _start(export, markers, phase, workdir)
+        _wait_for((markers / phase).exists, proc, f"phase {phase}")
+    _kill(proc)
+    if phase != "extract":
+        assert pending_packages(export), "the killed run should have left a package for the next run"
+    _rerun_converges(export, workdir)
+
+
+def test_second_run_at_once_is_refused_and_the_first_finishes(make_export, workdir, tmp_path):
+    export = make_export(events=800)
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    env = cli_env(export, CRASH_MARKERS=str(markers), CRASH_PAUSE="normalize", CRASH_PAUSE_SECONDS="12")
+    first = subprocess.Popen(
+        [sys.executable, "-m", "tests.reliability.crash_driver", *cli_args(export, "--resources", RESOURCES)],
+        env=env, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    _wait_for((markers / "normalize").exists, first, "the first run to finish extracting")
+    other = cli_args(export, "--resources", RESOURCES)
+    other[other.index("--pipeline-name") + 1] = "another_pipeline"
+    with ThreadPoolExecutor(2) as pool:  # both while the first run holds its locks (it sleeps 12 s)
+        same_pipeline = pool.submit(run_cli, cli_args(export, "--resources", RESOURCES), cli_env(export), workdir)
+        same_duckdb = pool.submit(run_cli, other, cli_env(export), workdir)
+    for future, what in ((same_pipeline, "pipeline 'concord_test'"), (same_duckdb, "DuckDB file")):
+        refused = future.result()
+        assert refused.returncode == 4, refused.stderr
+        lines = refused.stderr.strip().splitlines()
+        assert lines[-1].startswith("error: another run is using ") and what in lines[-1], refused.stderr
+        assert "Traceback" not in refused.stderr
+    assert first.poll() is None, "the refused runs must not disturb the first one"
+    _, err = first.communicate(timeout=60)
+    assert first.returncode == 0, err
+    assert_warehouse_matches(export)
+    assert not pending_packages(export)
