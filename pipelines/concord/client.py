@@ -177,8 +177,8 @@ class ConcordClient:
             )
         if status == 404:
             return ConfigError(
-                f"not found: {path} (404: {message}); check the organization id ({org}), "
-                "the configured project ids and the base URL"
+                f"not found: {path} (404: {message}); check the organization id ({org}, --org / "
+                "SOURCES__CONCORD__ORGANIZATION_ID), the project ids (--project) and --base-url"
             )
         if status == 422:
             return ApiError(f"the Concord API rejected the request parameters for {path} (422: {message})")

@@ -19,7 +19,7 @@ from dlt.common.destination.exceptions import UnknownDestinationModule
 from dlt.common.destination.reference import Destination
 
 from pipelines.concord import settings
-from pipelines.concord.client import ResourceStats
+from pipelines.concord.client import ClientOptions, ConcordClient, ResourceStats
 from pipelines.concord.source import concord_source, parse_start_date, validate_organization_id
 from pipelines.duckdb_compat import enable_catalog_qualified_names
 from pipelines.errors import ConcurrentRunError, ConfigError, PipelineError
@@ -100,7 +100,7 @@ def resolve_resources(names: list[str] | None) -> list[str]:
         name = settings.RESOURCE_ALIASES.get(raw.strip(), raw.strip())
         if name not in settings.RESOURCE_TABLES:
             known = ", ".join(settings.RESOURCE_TABLES)
-            raise ConfigError(f"unknown resource {raw.strip()!r}: choose from {known}")
+            raise ConfigError(f"unknown resource {raw.strip()!r} in --resources / SOURCES__CONCORD__RESOURCES: choose from {known}")
         if name not in chosen:
             chosen.append(name)
     return chosen
@@ -132,8 +132,8 @@ def make_destination(options: RunOptions) -> tuple[Any, str | None]:
         return Destination.from_reference(name), None
     except UnknownDestinationModule:
         raise ConfigError(
-            f"unknown destination {name!r}: use a dlt destination such as duckdb, postgres, bigquery, "
-            "snowflake, motherduck or filesystem"
+            f"unknown destination {name!r}: pass --destination with a dlt destination such as duckdb, postgres, "
+            "bigquery, snowflake, motherduck or filesystem"
         ) from None
     except Exception as err:
         raise ConfigError(f"destination {name!r} could not be set up: {_first_line(err)}") from None
@@ -203,17 +203,22 @@ def run_export(options: RunOptions, out: IO[str] | None = None) -> RunResult:
     out = out or sys.stderr
     started = time.monotonic()
     quiet_arrow_hint_warnings()
-    org = validate_organization_id(options.organization_id or _config("organization_id"))
+    with _fix_hint("--org or SOURCES__CONCORD__ORGANIZATION_ID"):
+        org = validate_organization_id(options.organization_id or _config("organization_id"))
     api_key = options.api_key or _config("api_key", secret=True)
     if not api_key:
         raise ConfigError("no API key: set SOURCES__CONCORD__API_KEY or api_key in .dlt/secrets.toml ([sources.concord])")
     resources = resolve_resources(options.resources or _config("resources"))
     start_date = options.start_date or _config("start_date")
-    parse_start_date(start_date)  # fail before touching any state
+    with _fix_hint("--start-date or SOURCES__CONCORD__START_DATE"):
+        parse_start_date(start_date)  # fail before touching any state
     lookback = int(_setting(options.lookback_seconds, "lookback_seconds", settings.DEFAULT_LOOKBACK_SECONDS))
     lag = int(_setting(options.lag_seconds, "lag_seconds", settings.DEFAULT_LAG_SECONDS))
     if lookback < 0 or lag < 0:
-        raise ConfigError("lookback_seconds and lag_seconds must be zero or positive")
+        raise ConfigError(
+            "lookback and lag must be zero or positive: fix --lookback-seconds / --lag-seconds "
+            "(or SOURCES__CONCORD__LOOKBACK_SECONDS / SOURCES__CONCORD__LAG_SECONDS)"
+        )
     destination, duckdb_path = make_destination(options)
     pipelines_dir = options.pipelines_dir or _config("pipelines_dir")
     lock_dir = Path(pipelines_dir or Path.home() / ".dlt" / "pipelines")
@@ -231,11 +236,21 @@ def run_export(options: RunOptions, out: IO[str] | None = None) -> RunResult:
             pipeline.drop()
             pipeline = dlt.pipeline(options.pipeline_name, destination=destination, dataset_name=options.dataset, pipelines_dir=pipelines_dir)
         stats: dict[str, ResourceStats] = {}
+        base_url = _setting(options.base_url, "base_url", settings.DEFAULT_BASE_URL)
+        project_ids = options.project_ids or _config("project_ids")
+        timeout = float(_setting(options.timeout, "timeout", 30.0))
+        max_retries = int(_setting(options.max_retries, "max_retries", 6))
+        backoff_base = float(_setting(options.backoff_base, "backoff_base", 0.5))
+        if project_ids:
+            check_project_ids(
+                ClientOptions(base_url, api_key, org, timeout=timeout, max_retries=max_retries, backoff_base=backoff_base),
+                project_ids,
+            )
         source = concord_source(
             organization_id=org,
             api_key=api_key,
-            base_url=_setting(options.base_url, "base_url", settings.DEFAULT_BASE_URL),
-            project_ids=options.project_ids or _config("project_ids"),
+            base_url=base_url,
+            project_ids=project_ids,
             start_date=start_date,
             lookback_seconds=lookback,
             lag_seconds=lag,
@@ -243,9 +258,9 @@ def run_export(options: RunOptions, out: IO[str] | None = None) -> RunResult:
             pii=_setting(options.pii, "pii", "keep"),
             pii_salt=options.pii_salt or _config("pii_salt", secret=True),
             full_refresh=options.full_refresh,
-            timeout=float(_setting(options.timeout, "timeout", 30.0)),
-            max_retries=int(_setting(options.max_retries, "max_retries", 6)),
-            backoff_base=float(_setting(options.backoff_base, "backoff_base", 0.5)),
+            timeout=timeout,
+            max_retries=max_retries,
+            backoff_base=backoff_base,
             run_started=options.run_started,
             stats=stats,
         ).with_resources(*resources)
@@ -285,6 +300,28 @@ def load_pending(pipeline: dlt.Pipeline) -> list[str]:
     if not pipeline.list_normalized_load_packages():
         return []
     return list(pipeline.load().loads_ids)
+
+
+def check_project_ids(client_options: ClientOptions, project_ids: list[str]) -> None:
+    """A mistyped --project would otherwise export nothing, successfully, every day."""
+    with ConcordClient(client_options) as client:
+        path = client.path(settings.PROJECTS.endpoint)
+        known = {str(p.get("id")) for page in client.iter_pages(path, {}, lambda p: p.get("id"), ResourceStats()) for p in page}
+    unknown = [p for p in project_ids if p not in known]
+    if unknown:
+        raise ConfigError(
+            f"unknown project id {unknown[0]!r} for organization {client_options.organization_id}: "
+            "fix --project / SOURCES__CONCORD__PROJECT_IDS (ids are listed by GET /organizations/{org}/projects)"
+        )
+
+
+@contextmanager
+def _fix_hint(fix: str) -> Iterator[None]:
+    """Append where a setting comes from to a ConfigError raised by a validator that does not know."""
+    try:
+        yield
+    except ConfigError as err:
+        raise ConfigError(f"{err} (set {fix})") from None
 
 
 @contextmanager

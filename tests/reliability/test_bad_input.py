@@ -1,0 +1,117 @@
+"""Bad input through the real CLI: one `error:` line naming the fix, non-zero exit, nothing touched.
+
+Each case runs `python -m pipelines.cli run ...` in an empty cwd (no .dlt/ picked up) against the
+same pipeline and DuckDB file as one good run, which must be left exactly as it was.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.applications import Starlette
+from starlette.responses import HTMLResponse
+from starlette.routing import Route
+
+from pipelines.sandbox import SandboxConfig, SandboxServer
+from pipelines.serve import BackgroundServer, free_port
+from tests.concord.conftest import SANDBOX_NOW, Export
+from tests.reliability.conftest import Snapshot, cli_args, cli_env, run_cli
+
+UNKNOWN_UUID = "497f6eca-6276-4993-bfeb-53cbbbba6f08"
+
+
+async def _html(request: Any) -> HTMLResponse:
+    return HTMLResponse("<!DOCTYPE html><html><body><h1>Welcome to our website</h1></body></html>")
+
+
+@pytest.fixture(scope="module")
+def html_site() -> Iterator[str]:
+    """A web site where the API should be: 200 and HTML on every path."""
+    app = Starlette(routes=[Route("/{path:path}", _html)])
+    with BackgroundServer(app) as server:
+        yield server.url + "/privacy-v1"
+
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Export]:
+    """One good run (consent events only, to keep it quick) whose results every bad run must leave alone."""
+    server = SandboxServer(SandboxConfig(seed=3, events=300, days=5, now=SANDBOX_NOW)).start()
+    export = Export(server, tmp_path_factory.mktemp("bad_input"))
+    export.run(resources=["projects", "consent_events"])
+    yield export
+    server.stop()
+
+
+def _replace(args: list[str], flag: str, value: str) -> list[str]:
+    args = list(args)
+    args[args.index(flag) + 1] = value
+    return args
+
+
+def _case(name: str, export: Export, html_site: str, tmp: Path) -> tuple[list[str], dict[str, str], str]:
+    """(args, env, text the error line must contain) for one kind of bad input."""
+    args = cli_args(export, "--resources", "projects,consent_events")
+    env = cli_env(export, SOURCES__CONCORD__BACKOFF_BASE="0.01")
+    closed_port = free_port()
+    cases: dict[str, tuple[list[str], dict[str, str], str]] = {
+        "missing api key": (args, {k: v for k, v in env.items() if k != "SOURCES__CONCORD__API_KEY"}, "SOURCES__CONCORD__API_KEY"),
+        "wrong api key": (args, {**env, "SOURCES__CONCORD__API_KEY": "wrong-key-123"}, "SOURCES__CONCORD__API_KEY"),
+        "malformed organization id": (_replace(args, "--org", "acme-corp"), env, "--org"),
+        "unknown organization": (_replace(args, "--org", UNKNOWN_UUID), env, "--org"),
+        "unknown project": ([*args, "--project", UNKNOWN_UUID], env, "--project"),
+        "unparsable start date": ([*args, "--start-date", "last tuesday"], env, "--start-date"),
+        "start date in the future": ([*args, "--start-date", "2999-01-01"], env, "--start-date"),
+        "negative lookback": ([*args, "--lookback-seconds", "-60"], env, "--lookback-seconds"),
+        "unknown resource": (_replace(args, "--resources", "consent_events,cookies"), env, "--resources"),
+        "unknown destination": ([*args, "--destination", "oracle_cloud_xyz"], env, "--destination"),
+        "unreachable base url": (_replace(args, "--base-url", f"http://127.0.0.1:{closed_port}/privacy-v1"), env, "--base-url"),
+        "html instead of the api": (_replace(args, "--base-url", html_site), env, "--base-url"),
+        "unwritable duckdb path": (_replace(args, "--duckdb-path", str(tmp / "not-a-folder.txt" / "w.duckdb")), env, "--duckdb-path"),
+    }
+    (tmp / "not-a-folder.txt").write_text("a file, not a folder")
+    return cases[name]
+
+
+CASES = [
+    "missing api key", "wrong api key", "malformed organization id", "unknown organization", "unknown project",
+    "unparsable start date", "start date in the future", "negative lookback", "unknown resource",
+    "unknown destination", "unreachable base url", "html instead of the api", "unwritable duckdb path",
+]
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_bad_input_is_one_clear_line_and_touches_nothing(good, html_site, workdir, tmp_path, name):
+    args, env, names_fix = _case(name, good, html_site, tmp_path)
+    before = Snapshot.take(good)
+    started = time.monotonic()
+    result = run_cli(args, env, workdir, timeout=60)
+    seconds = time.monotonic() - started
+    lines = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("exporting the Concord API")]
+    assert result.returncode not in (0, None), result.stderr
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and names_fix in lines[0], lines[0]
+    assert "Traceback" not in result.stderr + result.stdout
+    assert good.sandbox.api_key not in result.stderr + result.stdout
+    assert seconds < 15, f"{name} took {seconds:.1f} s to fail"
+    before.assert_unchanged(good)
+    assert not list(workdir.iterdir()), "a failed run wrote into the working directory"
+
+
+def test_unreachable_base_url_fails_within_seconds_with_production_backoff(good, workdir):
+    """Connect retries are limited: a wrong host or port must not keep a job busy for minutes."""
+    args = _replace(cli_args(good, "--resources", "consent_events"), "--base-url", f"http://127.0.0.1:{free_port()}/privacy-v1")
+    started = time.monotonic()
+    result = run_cli(args, cli_env(good), workdir, timeout=60)  # default backoff_base 0.5
+    assert result.returncode == 2 and "cannot connect" in result.stderr
+    assert time.monotonic() - started < 10
+
+
+def test_debug_shows_the_traceback(good, workdir):
+    env = {k: v for k, v in cli_env(good).items() if k != "SOURCES__CONCORD__API_KEY"}
+    result = run_cli(["--debug", *cli_args(good)], env, workdir)
+    assert result.returncode == 2 and "Traceback" in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: no API key")
