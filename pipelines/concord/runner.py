@@ -8,13 +8,14 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
 import dlt
+from dlt.common.configuration.providers import DictionaryProvider
 from dlt.common.destination.exceptions import UnknownDestinationModule
 from dlt.common.destination.reference import Destination
 
@@ -121,6 +122,32 @@ def _setting(explicit: Any, key: str, default: Any, secret: bool = False) -> Any
     return default if value is None else value
 
 
+class _DltDefaults(DictionaryProvider):
+    NAME = "concord performance defaults"
+
+
+def register_dlt_defaults() -> None:
+    """settings.DLT_DEFAULTS as dlt's last config provider: they apply from any cwd, config/env override them."""
+    if _DltDefaults.NAME not in [p.name for p in dlt.config.config_providers]:
+        provider = _DltDefaults()
+        for key, value in settings.DLT_DEFAULTS.items():
+            provider.set_value(key, value, None)
+        dlt.config.register_provider(provider)
+
+
+def with_one_duckdb_connection(pipeline: dlt.Pipeline, duckdb_path: str, scope: ExitStack) -> dlt.Pipeline:
+    """The pipeline on one DuckDB connection held for the whole run, closed (checkpointed) when `scope` ends.
+
+    dlt otherwise opens and closes a connection per load job, and every close checkpoints: a
+    100,000-event first load spent ~0.8 s of its 1.6 s load step opening, closing and checkpointing.
+    """
+    import duckdb
+
+    connection = scope.enter_context(duckdb.connect(duckdb_path))
+    destination = dlt.destinations.duckdb(credentials=connection)
+    return dlt.pipeline(pipeline.pipeline_name, destination=destination, dataset_name=pipeline.dataset_name, pipelines_dir=pipeline.pipelines_dir)
+
+
 def make_destination(options: RunOptions) -> tuple[Any, str | None]:
     name = options.destination
     if name == "duckdb":
@@ -222,9 +249,10 @@ def run_export(options: RunOptions, out: IO[str] | None = None) -> RunResult:
     destination, duckdb_path = make_destination(options)
     pipelines_dir = options.pipelines_dir or _config("pipelines_dir")
     lock_dir = Path(pipelines_dir or Path.home() / ".dlt" / "pipelines")
+    register_dlt_defaults()
     with exclusive(lock_dir / f".{options.pipeline_name}.lock", f"pipeline '{options.pipeline_name}'"), (
         exclusive(Path(duckdb_path + ".lock"), f"DuckDB file {duckdb_path}") if duckdb_path else _nothing()
-    ):
+    ), ExitStack() as run_scope:
         pipeline = dlt.pipeline(
             pipeline_name=options.pipeline_name,
             destination=destination,
@@ -235,6 +263,8 @@ def run_export(options: RunOptions, out: IO[str] | None = None) -> RunResult:
             # The warehouse was deleted but local state survived: start over instead of skipping data.
             pipeline.drop()
             pipeline = dlt.pipeline(options.pipeline_name, destination=destination, dataset_name=options.dataset, pipelines_dir=pipelines_dir)
+        if duckdb_path:
+            pipeline = with_one_duckdb_connection(pipeline, duckdb_path, run_scope)
         stats: dict[str, ResourceStats] = {}
         base_url = _setting(options.base_url, "base_url", settings.DEFAULT_BASE_URL)
         project_ids = options.project_ids or _config("project_ids")

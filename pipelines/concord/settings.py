@@ -21,8 +21,26 @@ DEFAULT_LOOKBACK_SECONDS = 2 * 3600  # re-read this much before the cursor to ca
 DEFAULT_METRICS_LOOKBACK_DAYS = 1  # re-read yesterday's dashboard too: it may have been partial
 DEFAULT_METRICS_INITIAL_DAYS = 90  # one request per day: a first run does not walk back to 2015
 MAX_WINDOW_ROWS = 100_000  # a window larger than this is split so id tracking stays bounded
-ARROW_BATCH_ROWS = 20_000  # pages are joined into arrow tables of this many rows before dlt sees them
+ARROW_BATCH_ROWS = 10_000  # pages are joined into arrow tables of this many rows before dlt sees them
 MAX_WINDOW_ATTEMPTS = 4  # re-reads of a window whose pages did not add up before giving up
+
+# dlt settings the export runs with wherever it is started (registered as dlt's lowest-precedence config
+# provider, so .dlt/config.toml and env vars still override them). Measured with benchmarks/throughput.py.
+DLT_DEFAULTS: dict = {
+    "destination": {
+        "duckdb": {
+            "credentials": {
+                # DuckDB would otherwise take up to 80% of RAM while merging: 1,000,000 events peaked at
+                # 1.25 GB RSS. It spills to disk beyond this (4,000,000 staged rows merged in 266 MB);
+                # 64 MB is too little for the merge. No order is needed inside a load. The runner holds
+                # one connection per run; a high checkpoint threshold lets the staging rows, truncated
+                # after the merge, leave the file without ever being checkpointed into it.
+                "global_config": {"memory_limit": "128MB", "preserve_insertion_order": False, "checkpoint_threshold": "1GB"},
+            }
+        }
+    },
+    "load": {"truncate_staging_dataset": True},
+}
 
 UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
