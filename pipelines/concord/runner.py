@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import sys
 import threading
 import time
@@ -143,9 +144,25 @@ def with_one_duckdb_connection(pipeline: dlt.Pipeline, duckdb_path: str, scope: 
     """
     import duckdb
 
-    connection = scope.enter_context(duckdb.connect(duckdb_path))
+    try:
+        connection = scope.enter_context(duckdb.connect(duckdb_path))
+    except duckdb.Error as err:
+        raise duckdb_open_error(duckdb_path, err) from None
     destination = dlt.destinations.duckdb(credentials=connection)
     return dlt.pipeline(pipeline.pipeline_name, destination=destination, dataset_name=pipeline.dataset_name, pipelines_dir=pipeline.pipelines_dir)
+
+
+def duckdb_open_error(path: str, err: Exception) -> PipelineError:
+    """DuckDB allows one writing process: a file held open elsewhere (a notebook, a SQL client) is not a bug."""
+    text = _first_line(err)
+    if "lock" in text.lower():
+        pid = re.search(r"PID \d+", text)
+        holder = f" ({pid.group(0)})" if pid else ""
+        return ConcurrentRunError(
+            f"the DuckDB file {path} is open in another program{holder}; DuckDB allows one writer at a time: "
+            "close it there (or wait for it) and run again"
+        )
+    return ConfigError(f"cannot open the DuckDB file {path}: {text}; fix or move it, or choose another --duckdb-path")
 
 
 def make_destination(options: RunOptions) -> tuple[Any, str | None]:

@@ -22,6 +22,7 @@ from tests.concord.conftest import SANDBOX_NOW, Export
 from tests.reliability.conftest import Snapshot, cli_args, cli_env, run_cli
 
 UNKNOWN_UUID = "497f6eca-6276-4993-bfeb-53cbbbba6f08"
+NOTES = "meeting notes, not a database\n" * 100
 
 
 async def _html(request: Any) -> HTMLResponse:
@@ -71,8 +72,10 @@ def _case(name: str, export: Export, html_site: str, tmp: Path) -> tuple[list[st
         "unreachable base url": (_replace(args, "--base-url", f"http://127.0.0.1:{closed_port}/privacy-v1"), env, "--base-url"),
         "html instead of the api": (_replace(args, "--base-url", html_site), env, "--base-url"),
         "unwritable duckdb path": (_replace(args, "--duckdb-path", str(tmp / "not-a-folder.txt" / "w.duckdb")), env, "--duckdb-path"),
+        "duckdb path is not a database": (_replace(args, "--duckdb-path", str(tmp / "notes.txt")), env, "--duckdb-path"),
     }
     (tmp / "not-a-folder.txt").write_text("a file, not a folder")
+    (tmp / "notes.txt").write_text(NOTES)
     return cases[name]
 
 
@@ -80,6 +83,7 @@ CASES = [
     "missing api key", "wrong api key", "malformed organization id", "unknown organization", "unknown project",
     "unparsable start date", "start date in the future", "negative lookback", "unknown resource",
     "unknown destination", "unreachable base url", "html instead of the api", "unwritable duckdb path",
+    "duckdb path is not a database",
 ]
 
 
@@ -99,6 +103,7 @@ def test_bad_input_is_one_clear_line_and_touches_nothing(good, html_site, workdi
     assert seconds < 15, f"{name} took {seconds:.1f} s to fail"
     before.assert_unchanged(good)
     assert not list(workdir.iterdir()), "a failed run wrote into the working directory"
+    assert (tmp_path / "notes.txt").read_text() == NOTES
 
 
 def test_unreachable_base_url_fails_within_seconds_with_production_backoff(good, workdir):

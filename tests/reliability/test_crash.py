@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.concord.conftest import Export, assert_warehouse_matches
+from tests.concord.conftest import Export, assert_table_matches, assert_warehouse_matches
 from tests.reliability.conftest import (
     SOURCE_RESOURCES,
     catch_up_clock,
@@ -128,3 +128,28 @@ def test_second_run_at_once_is_refused_and_the_first_finishes(make_export, workd
     assert first.returncode == 0, err
     assert_warehouse_matches(export)
     assert not pending_packages(export)
+
+
+def test_duckdb_file_open_in_another_program_is_refused_clearly(make_export, workdir):
+    """DuckDB allows one writing process: a notebook holding the file must not end in a traceback."""
+    export = make_export(events=300)
+    export.run(resources=["consent_events"])
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"import duckdb, time; c = duckdb.connect({export.duckdb_path!r}); print('open', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
+        refused = run_cli(cli_args(export, "--resources", "consent_events"), cli_env(export), workdir)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert refused.returncode == 4, refused.stderr
+    last = refused.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: the DuckDB file ") and f"PID {holder.pid}" in last, refused.stderr
+    assert "Traceback" not in refused.stderr
+    export.state.advance_clock(60)
+    export.state.insert_events(10, seed=1)
+    export.state.advance_clock(60)
+    export.run(resources=["consent_events"])
+    assert_table_matches(export, "consent_events")
