@@ -88,7 +88,7 @@ def test_sigkill_then_the_next_run_converges(make_export, workdir, tmp_path, pha
     markers = tmp_path / "markers"
     markers.mkdir()
     if phase == "extract":
-        export.state.faults.configure("latency=40,cap=50", reset=True)  # ~40 slow pages
+        export.state.faults.configure("latency=100,cap=50", reset=True)  # ~40 pages, 0.1 s each
         proc = _start(export, markers, None, workdir)
         served = _served(export)
         _wait_for(lambda: _served(export) >= served + 8, proc, "extraction was under way")
