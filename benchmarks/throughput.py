@@ -231,9 +231,9 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
                 bench.ours("ours: initial load", section, "ours_latency", fresh=True)
                 if not args.no_peers:
                     bench.ours("ours: initial, concurrency 1", section, "ours_latency_c1", "--concurrency", "1", fresh=True)
-                    latency_cap = slow_cap if args.latency_peer_events <= 0 else min(args.latency_peer_events, args.events)
-                    bench.peer("raw", "raw sequential script", section, max_events=latency_cap if latency_cap < args.events else 0)
-                    bench.peer("rest_api_parquet", "dlt rest_api, parquet", section, max_events=latency_cap if latency_cap < args.events else 0)
+                    latency_cap = args.latency_peer_events if 0 < args.latency_peer_events < args.events else 0
+                    bench.peer("raw", "raw sequential script", section, max_events=latency_cap)
+                    bench.peer("rest_api_parquet", "dlt rest_api, parquet", section, max_events=latency_cap)
                     bench.peer("rest_api", "dlt rest_api, defaults", section, max_events=slow_cap)
             finally:
                 bench.admin("PUT", "/faults", {"spec": "", "reset": True})
@@ -340,9 +340,14 @@ def check_goals(report: dict[str, Any], baseline: dict[str, Any] | None) -> list
     if slow and slow.get("extract_seconds"):
         floor = slow["requests"] * report["latency_ms"] / 1000 / report["concurrency"]
         ratio = slow["extract_seconds"] / floor
+        figure = (f"{slow['extract_seconds']:.2f} s vs floor {slow['requests']} requests x {report['latency_ms']:g} ms / "
+                  f"{report['concurrency']} = {floor:.2f} s: {ratio:.2f}x (whole run {slow['wall']:.2f} s)")
+        if ours and ours.get("extract_seconds"):
+            # Fetching can not beat the same fetch without latency (CPU of client and sandbox on this machine).
+            bound = max(floor, ours["extract_seconds"])
+            figure += f"; vs max(floor, {ours['extract_seconds']:.2f} s fetching on loopback) = {slow['extract_seconds'] / bound:.2f}x"
         goals.append((f"with {report['latency_ms']:g} ms latency, fetching within 1.3x of pages x latency / concurrency",
-                      ratio <= 1.3, f"{slow['extract_seconds']:.2f} s vs floor {slow['requests']} x {report['latency_ms']:g} ms / "
-                      f"{report['concurrency']} = {floor:.2f} s: {ratio:.2f}x (whole run {slow['wall']:.2f} s)"))
+                      ratio <= 1.3, figure))
     print()
     print("goals:")
     for text, met, figure in goals:
