@@ -153,3 +153,30 @@ def test_duckdb_file_open_in_another_program_is_refused_clearly(make_export, wor
     export.state.advance_clock(60)
     export.run(resources=["consent_events"])
     assert_table_matches(export, "consent_events")
+
+
+def test_deleted_warehouse_is_rebuilt_from_the_start(make_export):
+    """Local state says 'done up to here' but the data is gone: start over instead of loading only new rows."""
+    export = make_export(events=500)
+    export.run(resources=SOURCE_RESOURCES)
+    Path(export.duckdb_path).unlink()
+    export.state.advance_clock(3600)
+    export.state.mutate(insert_events=15, update_events=5, seed=2)
+    export.state.advance_clock(60)
+    export.run(resources=SOURCE_RESOURCES)
+    assert_warehouse_matches(export)
+
+
+def test_lost_pipeline_folder_is_restored_from_the_warehouse(make_export):
+    """A fresh machine or wiped ~/.dlt: dlt restores the cursors stored with the data, so no full re-read."""
+    import shutil
+
+    export = make_export(events=1500)
+    export.run(resources=SOURCE_RESOURCES)
+    shutil.rmtree(export.tmp / "pipelines")
+    export.state.advance_clock(3600)
+    export.state.mutate(insert_events=15, update_events=5, seed=3)
+    export.state.advance_clock(60)
+    result = export.run(resources=SOURCE_RESOURCES)
+    assert_warehouse_matches(export)
+    assert result.resources["consent_events"].items < 1500, "the cursor was not restored: everything was read again"
