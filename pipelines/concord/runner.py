@@ -413,10 +413,11 @@ def translate_failure(err: BaseException) -> PipelineError:
     resource = next((getattr(c, "resource_name", None) for c in chain if getattr(c, "resource_name", None)), None)
     step = getattr(err, "step", "run")
     where = f"{step} of {resource}" if resource else step
-    return PipelineError(
-        f"the export failed during {where}: {type(root).__name__}: {_first_line(root)}; loaded data and state are "
-        "as the last successful run left them, and the next run retries (use --debug for the traceback)"
-    )
+    if step == "load":  # part of the package may be in; the rest stays pending, its cursors with it
+        outcome = "the data and cursors not loaded yet stay in a pending load package, which the next run loads first"
+    else:
+        outcome = "loaded data and state are as the last successful run left them, and the next run retries"
+    return PipelineError(f"the export failed during {where}: {type(root).__name__}: {_first_line(root)}; {outcome} (use --debug for the traceback)")
 
 
 def _first_line(err: BaseException) -> str:

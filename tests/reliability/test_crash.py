@@ -180,3 +180,38 @@ def test_lost_pipeline_folder_is_restored_from_the_warehouse(make_export):
     result = export.run(resources=SOURCE_RESOURCES)
     assert_warehouse_matches(export)
     assert result.resources["consent_events"].items < 1500, "the cursor was not restored: everything was read again"
+
+
+def test_failed_load_job_stays_pending_and_is_retried_until_it_loads(make_export, monkeypatch):
+    """A load job failing terminally (disk full, a destination error) must not lose its rows, even
+    when the next run's lookback would no longer cover them."""
+    from dlt.common.destination.exceptions import DestinationTerminalException
+    from dlt.destinations.impl.duckdb.duck import DuckDbCopyJob
+
+    from pipelines.errors import PipelineError
+
+    export = make_export(events=500)
+    export.run(resources=SOURCE_RESOURCES)
+    export.state.advance_clock(3600)
+    inserted = export.state.insert_events(20, seed=1)
+    export.state.advance_clock(60)
+    real_run = DuckDbCopyJob.run
+
+    def failing(self: DuckDbCopyJob) -> None:
+        if "consent_events" in self._file_path:
+            raise DestinationTerminalException("no space left on device (simulated)")
+        real_run(self)
+
+    monkeypatch.setattr(DuckDbCopyJob, "run", failing)
+    for _ in range(2):  # still failing on the next run: the package is retried, not skipped
+        with pytest.raises(PipelineError) as raised:
+            export.run(resources=SOURCE_RESOURCES)
+        assert "during load" in str(raised.value) and "pending load package" in str(raised.value)
+        assert pending_packages(export)
+        assert not set(inserted) & {r["id"] for r in export.rows("consent_events")}
+    monkeypatch.undo()
+    export.state.advance_clock(6 * 3600)
+    # no lookback: the 20 events are behind the advanced cursor, only the pending package has them
+    export.run(resources=SOURCE_RESOURCES, lookback_seconds=0)
+    assert_warehouse_matches(export)
+    assert not pending_packages(export)
