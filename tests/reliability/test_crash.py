@@ -97,7 +97,9 @@ def test_sigkill_then_the_next_run_converges(make_export, workdir, tmp_path, pha
         proc = _start(export, markers, phase, workdir)
         _wait_for((markers / phase).exists, proc, f"phase {phase}")
     _kill(proc)
-    if phase != "extract":
+    if phase == "extract":
+        assert not pending_packages(export), "a killed extract must not leave a partial package to load"
+    else:
         assert pending_packages(export), "the killed run should have left a package for the next run"
     _rerun_converges(export, workdir)
 
@@ -106,7 +108,7 @@ def test_second_run_at_once_is_refused_and_the_first_finishes(make_export, workd
     export = make_export(events=800)
     markers = tmp_path / "markers"
     markers.mkdir()
-    env = cli_env(export, CRASH_MARKERS=str(markers), CRASH_PAUSE="normalize", CRASH_PAUSE_SECONDS="12")
+    env = cli_env(export, CRASH_MARKERS=str(markers), CRASH_PAUSE="normalize", CRASH_PAUSE_SECONDS="120")
     first = subprocess.Popen(
         [sys.executable, "-m", "tests.reliability.crash_driver", *cli_args(export, "--resources", RESOURCES)],
         env=env, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -114,7 +116,7 @@ def test_second_run_at_once_is_refused_and_the_first_finishes(make_export, workd
     _wait_for((markers / "normalize").exists, first, "the first run to finish extracting")
     other = cli_args(export, "--resources", RESOURCES)
     other[other.index("--pipeline-name") + 1] = "another_pipeline"
-    with ThreadPoolExecutor(2) as pool:  # both while the first run holds its locks (it sleeps 12 s)
+    with ThreadPoolExecutor(2) as pool:  # both while the first run holds its locks (it waits for release)
         same_pipeline = pool.submit(run_cli, cli_args(export, "--resources", RESOURCES), cli_env(export), workdir)
         same_duckdb = pool.submit(run_cli, other, cli_env(export), workdir)
     for future, what in ((same_pipeline, "pipeline 'concord_test'"), (same_duckdb, "DuckDB file")):
@@ -124,6 +126,7 @@ def test_second_run_at_once_is_refused_and_the_first_finishes(make_export, workd
         assert lines[-1].startswith("error: another run is using ") and what in lines[-1], refused.stderr
         assert "Traceback" not in refused.stderr
     assert first.poll() is None, "the refused runs must not disturb the first one"
+    (markers / "release").touch()
     _, err = first.communicate(timeout=60)
     assert first.returncode == 0, err
     assert_warehouse_matches(export)
