@@ -24,9 +24,11 @@ from typing import Any
 
 import httpx
 import orjson
+import pyarrow as pa
 
 from pipelines import __version__
 from pipelines.concord import settings
+from pipelines.concord.records import read_page_arrow
 from pipelines.concord.windows import Window
 from pipelines.errors import ApiError, ConfigError
 
@@ -75,10 +77,17 @@ class ResourceStats:
 
 @dataclass
 class Page:
+    """One response: items as dicts, or (arrow path) as a table of flattened columns."""
+
     offset: int
     requested: int
     total: int
     items: list[dict[str, Any]]
+    table: pa.Table | None = None
+
+    @property
+    def count(self) -> int:
+        return self.table.num_rows if self.table is not None else len(self.items)
 
 
 class GarbageResponse(Exception):
@@ -117,7 +126,7 @@ class ConcordClient:
 
     # -- single requests -------------------------------------------------------------------
 
-    def get_json(self, path: str, params: dict[str, Any], stats: ResourceStats) -> Any:
+    def get_json(self, path: str, params: dict[str, Any], stats: ResourceStats, decode: Callable[[httpx.Response], Any] | None = None) -> Any:
         """GET with retries on 429/5xx/connection errors/garbage bodies; 4xx become clear errors."""
         attempt = 0
         while True:
@@ -128,7 +137,7 @@ class ConcordClient:
                     raise _Retryable(response)
                 if response.status_code >= 400:
                     raise self._client_error(response, path)
-                return self._decode(response)
+                return (decode or self._decode)(response)
             except (_Retryable, httpx.TransportError, GarbageResponse) as err:
                 budget = self.options.connect_retries if isinstance(err, httpx.ConnectError) else self.options.max_retries
                 if attempt >= budget:
@@ -139,12 +148,27 @@ class ConcordClient:
                 attempt += 1
                 time.sleep(delay)
 
-    def get_page(self, path: str, params: dict[str, Any], offset: int, stats: ResourceStats) -> Page:
+    def get_page(self, path: str, params: dict[str, Any], offset: int, stats: ResourceStats, arrow: bool = False) -> Page:
         limit = self.options.page_limit
-        body = self.get_json(path, {**params, "offset": offset, "limit": limit}, stats)
-        items, total = _page_fields(body, path)
+        query = {**params, "offset": offset, "limit": limit}
+        if arrow:
+            page = self.get_json(path, query, stats, decode=lambda r: self._decode_arrow(r, offset, limit, path))
+        else:
+            items, total = _page_fields(self.get_json(path, query, stats), path)
+            page = Page(offset=offset, requested=limit, total=total, items=items)
         stats.add(pages=1)
-        return Page(offset=offset, requested=limit, total=total, items=items)
+        return page
+
+    def _decode_arrow(self, response: httpx.Response, offset: int, limit: int, path: str) -> Page:
+        """Arrow's JSON reader first; a page it cannot read (mixed types, odd shape) takes the dict path."""
+        try:
+            total, table = read_page_arrow(response.content)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            items, total = _page_fields(self._decode(response), path)
+            return Page(offset=offset, requested=limit, total=total, items=items)
+        if not isinstance(total, int):
+            total = offset + table.num_rows
+        return Page(offset=offset, requested=limit, total=total, items=[], table=table)
 
     def _decode(self, response: httpx.Response) -> Any:
         try:
@@ -204,9 +228,14 @@ class ConcordClient:
         key: KeyFn,
         stats: ResourceStats,
         windows: list[Window] | None = None,
-    ) -> Iterator[list[dict[str, Any]]]:
-        """Yield the items of every page of every window, each distinct key once per window read."""
-        crawl = _Crawl(self, path, params, key, stats)
+        key_columns: tuple[str, ...] | None = None,
+    ) -> Iterator[list[dict[str, Any]] | pa.Table]:
+        """Yield the items of every page of every window, each distinct key once per window read.
+
+        With `key_columns` (the API fields of the key) pages are decoded by arrow and yielded as
+        tables of flattened columns where possible, else as lists of dicts.
+        """
+        crawl = _Crawl(self, path, params, key, stats, key_columns)
         yield from crawl.run(windows)
 
 
@@ -236,8 +265,17 @@ class _WindowRead:
 class _Crawl:
     """Schedules probe and page requests over a thread pool and yields pages as they complete."""
 
-    def __init__(self, client: ConcordClient, path: str, params: dict[str, Any], key: KeyFn, stats: ResourceStats) -> None:
+    def __init__(
+        self,
+        client: ConcordClient,
+        path: str,
+        params: dict[str, Any],
+        key: KeyFn,
+        stats: ResourceStats,
+        key_columns: tuple[str, ...] | None = None,
+    ) -> None:
         self.client, self.path, self.params, self.key, self.stats = client, path, params, key, stats
+        self.key_columns = key_columns
         self.queue: deque[tuple[_WindowRead, int]] = deque()
         self.inflight: dict[Future[Page], tuple[_WindowRead, int]] = {}
 
@@ -251,7 +289,7 @@ class _Crawl:
                 for future in done:
                     read, offset = self.inflight.pop(future)
                     items = self._handle(read, offset, future.result())
-                    if items:
+                    if len(items):
                         yield items
         finally:
             for future in self.inflight:
@@ -261,27 +299,47 @@ class _Crawl:
         while self.queue and len(self.inflight) < self.client.options.concurrency:
             read, offset = self.queue.popleft()
             params = {**self.params, **(read.window.params() if read.window else {})}
-            future = self.client._pool.submit(self.client.get_page, self.path, params, offset, self.stats)
+            if self.key_columns:
+                future = self.client._pool.submit(self.client.get_page, self.path, params, offset, self.stats, True)
+            else:
+                future = self.client._pool.submit(self.client.get_page, self.path, params, offset, self.stats)
             self.inflight[future] = (read, offset)
 
-    def _handle(self, read: _WindowRead, offset: int, page: Page) -> list[dict[str, Any]]:
+    def _handle(self, read: _WindowRead, offset: int, page: Page) -> list[dict[str, Any]] | pa.Table:
         if read.total < 0:  # the first page of this read
             if self._too_big(read, page):
                 return []
             self._plan(read, page)
         read.outstanding -= 1
         read.totals.add(page.total)
-        fresh = []
-        for item in page.items:
-            item_key = self.key(item)
-            if item_key not in read.keys:
-                read.keys.add(item_key)
-                fresh.append(item)
-        self._fill_gap(read, offset, len(page.items))
+        fresh = self._fresh_table(read, page.table) if page.table is not None else self._fresh_items(read, page.items)
+        self._fill_gap(read, offset, page.count)
         if read.outstanding == 0:
             self._finish(read)
         self.stats.add(items=len(fresh))
         return fresh
+
+    def _fresh_items(self, read: _WindowRead, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        fresh = []
+        for item in items:
+            item_key = self.key(item)
+            if item_key not in read.keys:
+                read.keys.add(item_key)
+                fresh.append(item)
+        return fresh
+
+    def _fresh_table(self, read: _WindowRead, table: pa.Table) -> pa.Table:
+        """Rows whose key this read has not delivered yet (keys taken column-wise)."""
+        assert self.key_columns
+        columns = [table.column(c).to_pylist() if c in table.column_names else [None] * table.num_rows for c in self.key_columns]
+        keys = columns[0] if len(columns) == 1 else list(zip(*columns, strict=True))
+        mask = []
+        for item_key in keys:
+            new = item_key not in read.keys
+            if new:
+                read.keys.add(item_key)
+            mask.append(new)
+        return table if all(mask) else table.filter(pa.array(mask, pa.bool_()))
 
     def _too_big(self, read: _WindowRead, page: Page) -> bool:
         window = read.window
@@ -294,10 +352,10 @@ class _Crawl:
 
     def _plan(self, read: _WindowRead, first: Page) -> None:
         read.total = first.total
-        read.step = len(first.items) or first.requested
+        read.step = first.count or first.requested
         read.outstanding = 1
         read.scheduled.add(0)
-        for offset in range(len(first.items), first.total, read.step) if first.items else ():
+        for offset in range(first.count, first.total, read.step) if first.count else ():
             self._schedule(read, offset)
 
     def _schedule(self, read: _WindowRead, offset: int) -> None:

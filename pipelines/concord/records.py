@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -18,6 +19,7 @@ from typing import Any, Literal
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.json as pajson
 from dlt.common.normalizers.naming.snake_case import NamingConvention
 
 from pipelines.concord.settings import BIGINT, BOOL, DATE, DOUBLE, JSON, PII_COLUMNS, TEXT, TIMESTAMP
@@ -255,3 +257,94 @@ def dlt_columns(declared: Mapping[str, str], primary_key: Iterable[str] = (), dr
         for name, kind in declared.items()
         if name not in dropped
     ]
+
+
+# -- the arrow-native page path --------------------------------------------------------------
+# pyarrow's JSON reader parses a 1,000-item page about 6x faster than orjson + Python conversion
+# and releases the GIL, so the HTTP worker threads decode pages in parallel with dlt. Pages it
+# cannot read (a field with mixed types, say) fall back to the Python path in the client.
+
+
+def read_page_arrow(content: bytes) -> tuple[int | None, pa.Table]:
+    """A list response body -> (`total`, items as a table with nested objects flattened to `a.b`).
+
+    Raises pa.ArrowInvalid when the body is not JSON arrow can read as one page.
+    """
+    options = pajson.ReadOptions(use_threads=False, block_size=max(len(content), 1) + 1)
+    parse = pajson.ParseOptions(newlines_in_values=True)
+    raw = pajson.read_json(io.BytesIO(content), read_options=options, parse_options=parse)
+    if raw.num_rows != 1 or "items" not in raw.column_names:
+        raise pa.ArrowInvalid("not a page object")
+    total = raw.column("total")[0].as_py() if "total" in raw.column_names else None
+    items = raw.column("items").combine_chunks()
+    if not pa.types.is_list(items.type) or not pa.types.is_struct(items.type.value_type):
+        if pa.types.is_list(items.type) and len(items.values) == 0:
+            return total, pa.table({})
+        raise pa.ArrowInvalid("items is not a list of objects")
+    table = pa.Table.from_struct_array(items.values)
+    while any(pa.types.is_struct(field.type) for field in table.schema):
+        table = table.flatten()
+    return total, table
+
+
+def arrow_to_columns(
+    raw: pa.Table,
+    declared: Mapping[str, str],
+    drop: Iterable[str] = (),
+    hashed: Iterable[str] = (),
+    salt: bytes | None = None,
+) -> pa.Table:
+    """The arrow counterpart of flatten + apply_pii + rows_to_arrow, with the same output schema."""
+    dropped, to_hash = set(drop), set(hashed)
+    columns: dict[str, pa.ChunkedArray] = {}
+    for field_name, column in zip(raw.column_names, raw.columns, strict=True):
+        name = SEPARATOR.join(column_name(part) for part in field_name.split("."))
+        if name in columns:  # two API keys map to one column name: keep the first, like flatten
+            continue
+        columns[name] = column
+    names, arrays = [], []
+    for name, kind in declared.items():
+        if name in dropped:
+            continue
+        column = columns.pop(name, None)
+        if column is None:
+            array: pa.Array | pa.ChunkedArray = pa.nulls(raw.num_rows, ARROW_TYPES[kind])
+        elif name in to_hash:
+            array = pa.array([hash_value(v, salt or b"") for v in column.to_pylist()], pa.string())
+        else:
+            array = _cast_column(name, column, kind)
+        names.append(name)
+        arrays.append(array)
+    for name, column in columns.items():
+        if name in dropped:
+            continue
+        names.append(name)
+        arrays.append(_undeclared(column))
+    return pa.Table.from_arrays(arrays, names=names)
+
+
+def _cast_column(name: str, column: pa.ChunkedArray, kind: str) -> pa.ChunkedArray | pa.Array:
+    target = ARROW_TYPES[kind]
+    if column.type == target:
+        return column
+    if kind == JSON or _is_nested(column.type):
+        return _column_array(name, column.to_pylist(), kind)
+    if kind == TIMESTAMP and pa.types.is_integer(column.type):
+        as_ms = pc.if_else(pc.greater_equal(pc.abs(column), EPOCH_MS_THRESHOLD), column, pc.multiply(column, 1000))
+        return pc.cast(pc.cast(as_ms, pa.timestamp("ms", tz="UTC")), target)
+    if kind == TIMESTAMP and pa.types.is_timestamp(column.type) and column.type.tz is None:
+        return pc.cast(pc.assume_timezone(column, "UTC"), target)
+    try:
+        return pc.cast(column, target)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        return _column_array(name, column.to_pylist(), kind)
+
+
+def _is_nested(data_type: pa.DataType) -> bool:
+    return pa.types.is_list(data_type) or pa.types.is_large_list(data_type) or pa.types.is_struct(data_type)
+
+
+def _undeclared(column: pa.ChunkedArray) -> pa.ChunkedArray | pa.Array:
+    if _is_nested(column.type):
+        return pa.array([json_text(v) for v in column.to_pylist()], pa.string())
+    return column

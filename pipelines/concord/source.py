@@ -17,6 +17,7 @@ from pipelines.concord.metrics import dashboard_tables
 from pipelines.concord.records import (
     PiiMode,
     apply_pii,
+    arrow_to_columns,
     dlt_columns,
     flatten,
     items_to_arrow,
@@ -86,7 +87,10 @@ class SourceContext:
         window = self.window(resource)
         return None if window is None or window.start == self.initial_start else window.start
 
-    def table(self, spec: TableSpec, items: Iterable[dict[str, Any]], **extra: Any) -> pa.Table:
+    def table(self, spec: TableSpec, items: Iterable[dict[str, Any]] | pa.Table, **extra: Any) -> pa.Table:
+        if isinstance(items, pa.Table):
+            hashed = settings.PII_COLUMNS if self.pii == "hash" else ()
+            return arrow_to_columns(items, spec.columns, drop=self.dropped_columns, hashed=hashed, salt=self.pii_salt)
         if not extra and isinstance(items, list):
             hashed = settings.PII_COLUMNS if self.pii == "hash" else ()
             fast = items_to_arrow(items, spec.columns, drop=self.dropped_columns, hashed=hashed, salt=self.pii_salt)
@@ -147,7 +151,9 @@ def _marked(ctx: SourceContext, spec: TableSpec, table: pa.Table) -> Any:
     return dlt.mark.with_hints(table, dlt.mark.make_hints(**_hints(spec, ctx.dropped_columns)), create_table_variant=True)
 
 
-def windowed_resource(ctx: SourceContext, spec: TableSpec, key: KeyFn, params: dict[str, Any] | None = None) -> DltResource:
+def windowed_resource(
+    ctx: SourceContext, spec: TableSpec, key: KeyFn, key_columns: tuple[str, ...], params: dict[str, Any] | None = None
+) -> DltResource:
     """Resources whose endpoint filters by date: read [cursor - lookback, start - lag) sorted ascending."""
 
     def read() -> Iterator[pa.Table]:
@@ -158,7 +164,8 @@ def windowed_resource(ctx: SourceContext, spec: TableSpec, key: KeyFn, params: d
         query = {"sort": "dateUpdated", "order": "asc", **(params or {})}
         if ctx.configured_projects and spec.name != "compliance_request_events":
             query["projectIds"] = ctx.configured_projects
-        pages = (ctx.table(spec, page) for page in ctx.client.iter_pages(path, query, key, ctx.stats_for(spec.name), windows=[window]))
+        stats = ctx.stats_for(spec.name)
+        pages = (ctx.table(spec, page) for page in ctx.client.iter_pages(path, query, key, stats, [window], key_columns))
         yield from batched_tables(pages, settings.ARROW_BATCH_ROWS)
         dlt.current.resource_state(spec.name)["cursor"] = window.end.isoformat()
 
@@ -320,17 +327,20 @@ def _metrics_params(day: date, project: str | None) -> dict[str, Any]:
     return params
 
 
+REQUEST_EVENT_KEY = ("complianceRequestId", "event", "dateCreated")
+
+
 def _request_event_key(item: dict[str, Any]) -> Any:
-    return (item.get("complianceRequestId"), item.get("event"), item.get("dateCreated"))
+    return tuple(item.get(field) for field in REQUEST_EVENT_KEY)
 
 
 def build_resources(ctx: SourceContext) -> list[DltResource]:
     return [
         projects_resource(ctx),
-        windowed_resource(ctx, settings.CONSENT_EVENTS, _id),
+        windowed_resource(ctx, settings.CONSENT_EVENTS, _id, ("id",)),
         consent_types_resource(ctx),
-        windowed_resource(ctx, settings.COMPLIANCE_REQUESTS, _id),
-        windowed_resource(ctx, settings.COMPLIANCE_REQUEST_EVENTS, _request_event_key),
+        windowed_resource(ctx, settings.COMPLIANCE_REQUESTS, _id, ("id",)),
+        windowed_resource(ctx, settings.COMPLIANCE_REQUEST_EVENTS, _request_event_key, REQUEST_EVENT_KEY),
         tracker_scans_resource(ctx),
         usage_metrics_resource(ctx),
     ]

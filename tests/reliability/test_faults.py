@@ -133,10 +133,10 @@ def test_failure_in_one_resource_loads_nothing_from_the_others(make_export, monk
     before = Snapshot.take(export)
     real_get_json = ConcordClient.get_json
 
-    def metrics_down(self, path, params, stats):  # only the metrics endpoint fails
+    def metrics_down(self, path, params, stats, **kwargs):  # only the metrics endpoint fails
         if path.endswith("/metrics"):
             raise ApiError("the Concord API answered 500 for /metrics: boom")
-        return real_get_json(self, path, params, stats)
+        return real_get_json(self, path, params, stats, **kwargs)
 
     monkeypatch.setattr(ConcordClient, "get_json", metrics_down)
     with pytest.raises(ApiError, match="boom"):
