@@ -407,6 +407,8 @@ def translate_failure(err: BaseException) -> PipelineError:
     while cause is not None and cause not in chain:
         if isinstance(cause, PipelineError):
             return cause
+        if isinstance(cause, StopIteration | StopAsyncIteration | GeneratorExit):
+            break  # generator plumbing a bug was raised during, not the cause: report the bug
         chain.append(cause)
         cause = cause.__cause__ or cause.__context__
     root = chain[-1]
