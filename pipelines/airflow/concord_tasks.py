@@ -106,17 +106,7 @@ def _int(name: str, raw: str) -> int | None:
 
 def resolve_resources(names: list[str]) -> list[str]:
     """Like runner.resolve_resources, without importing dlt: the DAG file is parsed every 30 s."""
-    if not names:
-        return list(concord_settings.RESOURCE_TABLES)
-    chosen: list[str] = []
-    for raw in names:
-        name = concord_settings.RESOURCE_ALIASES.get(raw.strip(), raw.strip())
-        if name not in concord_settings.RESOURCE_TABLES:
-            known = ", ".join(concord_settings.RESOURCE_TABLES)
-            raise ConfigError(f"unknown resource {raw.strip()!r} in concord_resources: choose from {known}")
-        if name not in chosen:
-            chosen.append(name)
-    return chosen
+    return concord_settings.resolve_resource_names(names, "concord_resources")
 
 
 def load_settings(variable: Getter | None = None) -> DagSettings:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import re
 import sys
@@ -10,7 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
@@ -28,6 +29,8 @@ from pipelines.errors import ConcurrentRunError, ConfigError, PipelineError
 from pipelines.logs import quiet_arrow_hint_warnings
 from pipelines.report import format_table
 
+log = logging.getLogger(__name__)
+
 PARQUET_DESTINATIONS = {"duckdb", "motherduck", "filesystem", "bigquery", "snowflake", "athena", "databricks"}
 
 
@@ -37,12 +40,12 @@ class RunOptions:
     api_key: str | None = None
     base_url: str | None = None
     resources: list[str] | None = None
-    destination: str = "duckdb"
+    destination: str | None = None  # None: [sources.concord] destination, else duckdb
     duckdb_path: str | None = None
-    dataset: str = settings.DEFAULT_DATASET
+    dataset: str | None = None  # None: [sources.concord] dataset, else concord
     start_date: str | None = None
     full_refresh: bool = False
-    pipeline_name: str = settings.DEFAULT_PIPELINE_NAME
+    pipeline_name: str | None = None  # None: [sources.concord] pipeline_name, else concord
     pipelines_dir: str | None = None
     project_ids: list[str] | None = None
     pii: str | None = None
@@ -75,6 +78,7 @@ class RunResult:
     dataset: str
     duckdb_path: str | None = None
     load_ids: list[str] = field(default_factory=list)
+    views: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         table_rows = [(t.table, t.loaded, t.new, t.updated, t.total) for t in self.tables]
@@ -90,22 +94,13 @@ class RunResult:
                 "",
                 f"finished in {self.seconds:.1f} s into {self.destination} dataset '{self.dataset}'"
                 + (f" ({self.duckdb_path})" if self.duckdb_path else ""),
+                *([f"views: {', '.join(self.views)}"] if self.views else []),
             ]
         )
 
 
 def resolve_resources(names: list[str] | None) -> list[str]:
-    if not names:
-        return list(settings.RESOURCE_TABLES)
-    chosen: list[str] = []
-    for raw in names:
-        name = settings.RESOURCE_ALIASES.get(raw.strip(), raw.strip())
-        if name not in settings.RESOURCE_TABLES:
-            known = ", ".join(settings.RESOURCE_TABLES)
-            raise ConfigError(f"unknown resource {raw.strip()!r} in --resources / SOURCES__CONCORD__RESOURCES: choose from {known}")
-        if name not in chosen:
-            chosen.append(name)
-    return chosen
+    return settings.resolve_resource_names(names, "--resources / SOURCES__CONCORD__RESOURCES")
 
 
 def _config(key: str, secret: bool = False) -> Any:
@@ -247,6 +242,7 @@ def run_export(options: RunOptions, out: IO[str] | None = None) -> RunResult:
     out = out or sys.stderr
     started = time.monotonic()
     quiet_arrow_hint_warnings()
+    options = resolve_names(options)
     with _fix_hint("--org or SOURCES__CONCORD__ORGANIZATION_ID"):
         org = validate_organization_id(options.organization_id or _config("organization_id"))
     api_key = options.api_key or _config("api_key", secret=True)
@@ -321,6 +317,7 @@ def run_export(options: RunOptions, out: IO[str] | None = None) -> RunResult:
         except Exception as err:
             raise translate_failure(err) from err
         after = count_rows(pipeline, tables)
+        views = create_views(pipeline, options.destination)
         loaded = dict(pipeline.last_trace.last_normalize_info.row_counts) if pipeline.last_trace.last_normalize_info else {}
     return RunResult(
         tables=[_table_summary(t, loaded.get(t, 0), before.get(t), after.get(t)) for t in tables],
@@ -330,7 +327,31 @@ def run_export(options: RunOptions, out: IO[str] | None = None) -> RunResult:
         dataset=options.dataset,
         duckdb_path=duckdb_path,
         load_ids=pending + list(info.loads_ids),
+        views=views,
     )
+
+
+def resolve_names(options: RunOptions) -> RunOptions:
+    """Destination, dataset and pipeline name: flag, else dlt config/env ([sources.concord]), else default."""
+    return replace(
+        options,
+        destination=_setting(options.destination, "destination", "duckdb"),
+        dataset=_setting(options.dataset, "dataset", settings.DEFAULT_DATASET),
+        pipeline_name=_setting(options.pipeline_name, "pipeline_name", settings.DEFAULT_PIPELINE_NAME),
+    )
+
+
+def create_views(pipeline: dlt.Pipeline, destination: str | None) -> list[str]:
+    """The SQL models (versioned views) after every load; a failure here never fails the export."""
+    if destination == "filesystem":
+        return []  # files, not a database: the views are created where the files are queried
+    from pipelines.models import create_models
+
+    try:
+        return create_models(pipeline)["created"]
+    except Exception as err:  # the data is loaded; say why the views are missing and go on
+        log.warning("views not created: %s", _first_line(err))
+        return []
 
 
 def load_pending(pipeline: dlt.Pipeline) -> list[str]:

@@ -329,3 +329,23 @@ ALL_TABLE_SPECS: dict[str, TableSpec] = {
         *USAGE_BREAKDOWNS.values(),
     )
 }
+
+
+def resolve_resource_names(names: list[str] | None, where: str) -> list[str]:
+    """Resource names (aliases allowed) -> canonical names, in order, once each; all when empty.
+
+    `where` names the setting in the error, e.g. "--resources / SOURCES__CONCORD__RESOURCES".
+    Kept free of dlt imports: the Airflow DAG file calls it at parse time.
+    """
+    from pipelines.errors import ConfigError
+
+    if not names:
+        return list(RESOURCE_TABLES)
+    chosen: list[str] = []
+    for raw in names:
+        name = RESOURCE_ALIASES.get(raw.strip(), raw.strip())
+        if name not in RESOURCE_TABLES:
+            raise ConfigError(f"unknown resource {raw.strip()!r} in {where}: choose from {', '.join(RESOURCE_TABLES)}")
+        if name not in chosen:
+            chosen.append(name)
+    return chosen

@@ -202,3 +202,14 @@ def test_date_column_types_are_declared(make_export):
     row = export.rows("consent_events")[0]
     assert isinstance(row["consent_date"], datetime) and row["consent_date"].tzinfo is not None
     assert isinstance(export.rows("usage_daily")[0]["date"], date)
+
+
+def test_run_creates_the_views_and_takes_names_from_dlt_config(make_export, monkeypatch):
+    export = make_export(events=400)
+    monkeypatch.setenv("SOURCES__CONCORD__DATASET", "privacy")
+    result = export.run()
+    assert result.dataset == "privacy"
+    assert {"v1_daily_consent_rate", "v1_tracker_category_trends"} <= set(result.views)
+    assert "views: v1_" in result.summary()
+    rates = export.rows("v1_daily_consent_rate", dataset="privacy")
+    assert rates and all(0 <= r["consent_rate"] <= 1 for r in rates if r["consent_rate"] is not None)
