@@ -18,8 +18,9 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Hashable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from queue import Queue
 from typing import Any
 
 import httpx
@@ -263,7 +264,12 @@ class _WindowRead:
 
 
 class _Crawl:
-    """Schedules probe and page requests over a thread pool and yields pages as they complete."""
+    """Schedules probe and page requests over a thread pool and yields pages as they complete.
+
+    Requests are topped up from the pool's completion callbacks, not only when the consumer asks
+    for the next page: while dlt writes a batch, the next pages keep arriving (at most
+    `concurrency` in flight and `concurrency` finished but not yet consumed).
+    """
 
     def __init__(
         self,
@@ -278,25 +284,35 @@ class _Crawl:
         self.key_columns = key_columns
         self.queue: deque[tuple[_WindowRead, int]] = deque()
         self.inflight: dict[Future[Page], tuple[_WindowRead, int]] = {}
+        self.finished: Queue[Future[Page]] = Queue()
+        self.lock = threading.RLock()  # re-entrant: a future that is already done calls back at once
+        self.closed = False
 
     def run(self, windows: list[Window] | None) -> Iterator[list[dict[str, Any]]]:
         for window in windows if windows is not None else [None]:
             self.queue.append((_WindowRead(window, attempt=0), 0))
         try:
-            while self.queue or self.inflight:
-                self._fill()
-                done, _ = wait(list(self.inflight), return_when=FIRST_COMPLETED)
-                for future in done:
+            while True:
+                with self.lock:
+                    self._fill()
+                    if not self.inflight and self.finished.empty():
+                        return
+                future = self.finished.get()
+                with self.lock:
                     read, offset = self.inflight.pop(future)
                     items = self._handle(read, offset, future.result())
-                    if len(items):
-                        yield items
+                if len(items):
+                    yield items
         finally:
-            for future in self.inflight:
-                future.cancel()
+            with self.lock:
+                self.closed = True
+                for future in self.inflight:
+                    future.cancel()
 
     def _fill(self) -> None:
-        while self.queue and len(self.inflight) < self.client.options.concurrency:
+        """Submit queued requests while fewer than `concurrency` are running (call under the lock)."""
+        limit = self.client.options.concurrency
+        while self.queue and not self.closed and self._running() < limit and self.finished.qsize() < limit:
             read, offset = self.queue.popleft()
             params = {**self.params, **(read.window.params() if read.window else {})}
             if self.key_columns:
@@ -304,6 +320,16 @@ class _Crawl:
             else:
                 future = self.client._pool.submit(self.client.get_page, self.path, params, offset, self.stats)
             self.inflight[future] = (read, offset)
+            future.add_done_callback(self._completed)
+
+    def _running(self) -> int:
+        return sum(1 for future in self.inflight if not future.done())
+
+    def _completed(self, future: Future[Page]) -> None:
+        with self.lock:
+            self.finished.put(future)
+            if self.finished.qsize() < self.client.options.concurrency:
+                self._fill()
 
     def _handle(self, read: _WindowRead, offset: int, page: Page) -> list[dict[str, Any]] | pa.Table:
         if read.total < 0:  # the first page of this read
