@@ -226,18 +226,36 @@ class ConcordClient:
         self,
         path: str,
         params: dict[str, Any],
-        key: KeyFn,
         stats: ResourceStats,
+        key: tuple[str, ...] = ("id",),
         windows: list[Window] | None = None,
-        key_columns: tuple[str, ...] | None = None,
+        arrow: bool = False,
     ) -> Iterator[list[dict[str, Any]] | pa.Table]:
         """Yield the items of every page of every window, each distinct key once per window read.
 
-        With `key_columns` (the API fields of the key) pages are decoded by arrow and yielded as
-        tables of flattened columns where possible, else as lists of dicts.
+        `key` names the API fields that identify an item. With `arrow`, pages are decoded by
+        pyarrow and yielded as tables of flattened columns where possible, else as lists of dicts.
         """
-        crawl = _Crawl(self, path, params, key, stats, key_columns)
+        crawl = _Crawl(self, path, params, key_function(key), stats, key if arrow else None)
         yield from crawl.run(windows)
+
+    def get_json_each(self, path: str, queries: list[dict[str, Any]], stats: ResourceStats) -> Iterator[Any]:
+        """One GET per query, `concurrency` at a time, answers in the order of `queries`."""
+        futures = [self._pool.submit(self.get_json, path, query, stats) for query in queries]
+        try:
+            for future in futures:
+                yield future.result()
+        finally:
+            for future in futures:
+                future.cancel()
+
+
+def key_function(fields: tuple[str, ...]) -> KeyFn:
+    """The dict-item key matching what _Crawl takes column-wise from arrow pages."""
+    if len(fields) == 1:
+        field_name = fields[0]
+        return lambda item: item.get(field_name)
+    return lambda item: tuple(item.get(f) for f in fields)
 
 
 class _Retryable(Exception):

@@ -374,7 +374,7 @@ def check_project_ids(client_options: ClientOptions, project_ids: list[str]) -> 
     """A mistyped --project would otherwise export nothing, successfully, every day."""
     with ConcordClient(client_options) as client:
         path = client.path(settings.PROJECTS.endpoint)
-        known = {str(p.get("id")) for page in client.iter_pages(path, {}, lambda p: p.get("id"), ResourceStats()) for p in page}
+        known = {str(p.get("id")) for page in client.iter_pages(path, {}, ResourceStats()) for p in page}
     unknown = [p for p in project_ids if p not in known]
     if unknown:
         raise ConfigError(

@@ -12,7 +12,7 @@ import pyarrow as pa
 from dlt.sources import DltResource
 
 from pipelines.concord import settings
-from pipelines.concord.client import ClientOptions, ConcordClient, KeyFn, ResourceStats
+from pipelines.concord.client import ClientOptions, ConcordClient, ResourceStats
 from pipelines.concord.metrics import dashboard_tables
 from pipelines.concord.records import (
     PiiMode,
@@ -72,7 +72,7 @@ class SourceContext:
         if self._projects is None:
             path = self.client.path(settings.PROJECTS.endpoint)
             stats = self.stats_for("projects")
-            self._projects = [item for page in self.client.iter_pages(path, {}, _id, stats) for item in page]
+            self._projects = [item for page in self.client.iter_pages(path, {}, stats) for item in page]
         return self._projects
 
     def project_ids(self) -> list[str]:
@@ -89,11 +89,9 @@ class SourceContext:
 
     def table(self, spec: TableSpec, items: Iterable[dict[str, Any]] | pa.Table, **extra: Any) -> pa.Table:
         if isinstance(items, pa.Table):
-            hashed = settings.PII_COLUMNS if self.pii == "hash" else ()
-            return arrow_to_columns(items, spec.columns, drop=self.dropped_columns, hashed=hashed, salt=self.pii_salt)
+            return arrow_to_columns(items, spec.columns, drop=self.dropped_columns, hashed=self.hashed_columns, salt=self.pii_salt)
         if not extra and isinstance(items, list):
-            hashed = settings.PII_COLUMNS if self.pii == "hash" else ()
-            fast = items_to_arrow(items, spec.columns, drop=self.dropped_columns, hashed=hashed, salt=self.pii_salt)
+            fast = items_to_arrow(items, spec.columns, drop=self.dropped_columns, hashed=self.hashed_columns, salt=self.pii_salt)
             if fast is not None:
                 return fast
         rows = []
@@ -108,9 +106,9 @@ class SourceContext:
     def dropped_columns(self) -> frozenset[str]:
         return settings.PII_COLUMNS if self.pii == "drop" else frozenset()
 
-
-def _id(item: dict[str, Any]) -> Any:
-    return item.get("id")
+    @property
+    def hashed_columns(self) -> frozenset[str]:
+        return settings.PII_COLUMNS if self.pii == "hash" else frozenset()
 
 
 def _parse_cursor(value: Any) -> datetime | None:
@@ -151,9 +149,7 @@ def _marked(ctx: SourceContext, spec: TableSpec, table: pa.Table) -> Any:
     return dlt.mark.with_hints(table, dlt.mark.make_hints(**_hints(spec, ctx.dropped_columns)), create_table_variant=True)
 
 
-def windowed_resource(
-    ctx: SourceContext, spec: TableSpec, key: KeyFn, key_columns: tuple[str, ...], params: dict[str, Any] | None = None
-) -> DltResource:
+def windowed_resource(ctx: SourceContext, spec: TableSpec, key: tuple[str, ...] = ("id",)) -> DltResource:
     """Resources whose endpoint filters by date: read [cursor - lookback, start - lag) sorted ascending."""
 
     def read() -> Iterator[pa.Table]:
@@ -161,11 +157,11 @@ def windowed_resource(
         if window is None:
             return
         path = ctx.client.path(spec.endpoint)
-        query = {"sort": "dateUpdated", "order": "asc", **(params or {})}
+        query: dict[str, Any] = {"sort": "dateUpdated", "order": "asc"}
         if ctx.configured_projects and spec.name != "compliance_request_events":
             query["projectIds"] = ctx.configured_projects
         stats = ctx.stats_for(spec.name)
-        pages = (ctx.table(spec, page) for page in ctx.client.iter_pages(path, query, key, stats, [window], key_columns))
+        pages = (ctx.table(spec, page) for page in ctx.client.iter_pages(path, query, stats, key, [window], arrow=True))
         yield from batched_tables(pages, settings.ARROW_BATCH_ROWS)
         dlt.current.resource_state(spec.name)["cursor"] = window.end.isoformat()
 
@@ -217,7 +213,7 @@ def consent_types_resource(ctx: SourceContext) -> DltResource:
         stats = ctx.stats_for(spec.name)
         for project in ctx.project_ids():
             path = ctx.client.path(spec.endpoint, project)
-            for page in ctx.client.iter_pages(path, {"sort": "dateUpdated", "order": "asc"}, _id, stats):
+            for page in ctx.client.iter_pages(path, {"sort": "dateUpdated", "order": "asc"}, stats):
                 items = [t for t in page if _updated_since(t, since)]
                 if items:
                     yield ctx.table(spec, items)
@@ -242,7 +238,7 @@ def tracker_scans_resource(ctx: SourceContext) -> DltResource:
         stats = ctx.stats_for("tracker_scans")
         for project in ctx.project_ids():
             path = ctx.client.path(config_spec.endpoint, project)
-            for page in ctx.client.iter_pages(path, {}, lambda i: i.get("projectId"), stats):
+            for page in ctx.client.iter_pages(path, {}, stats, key=("projectId",)):
                 configs = [{k: v for k, v in c.items() if k != "scanHistory"} for c in page]
                 yield _marked(ctx, config_spec, ctx.table(config_spec, configs))
                 scans = [s for c in page for s in _scan_rows(c)]
@@ -302,45 +298,44 @@ def usage_metrics_resource(ctx: SourceContext) -> DltResource:
         stats = ctx.stats_for("usage_metrics")
         path = ctx.client.path(settings.METRICS_ENDPOINT)
         requests = [(day, project) for day in days for project in projects]
-        pool = ctx.client._pool
-        futures = [pool.submit(ctx.client.get_json, path, _metrics_params(day, project), stats) for day, project in requests]
+        queries = [_metrics_params(day, project) for day, project in requests]
         fetched_at = datetime.now(tz=UTC)
-        for (day, project), future in zip(requests, futures, strict=True):
-            dashboard = future.result()
+        dashboards = ctx.client.get_json_each(path, queries, stats)
+        for (day, project), dashboard in zip(requests, dashboards, strict=True):
             stats.add(pages=1, items=1)
-            complete = datetime.combine(day + timedelta(days=1), datetime.min.time(), UTC) <= cutoff
+            complete = _day_end(day) <= cutoff
             for table_spec, rows in dashboard_tables(dashboard, day, project or "", complete, fetched_at):
                 if rows:
                     yield _marked(ctx, table_spec, rows_to_arrow(rows, table_spec.columns))
-        complete_days = [d for d in days if datetime.combine(d + timedelta(days=1), datetime.min.time(), UTC) <= cutoff]
+        complete_days = [d for d in days if _day_end(d) <= cutoff]
         if complete_days:
             state["last_complete_day"] = max(complete_days).isoformat()
 
     return _resource(ctx, None, "usage_metrics", read)
 
 
+def _day_end(day: date) -> datetime:
+    return datetime.combine(day + timedelta(days=1), datetime.min.time(), UTC)
+
+
 def _metrics_params(day: date, project: str | None) -> dict[str, Any]:
-    start = datetime.combine(day, datetime.min.time(), UTC)
-    params: dict[str, Any] = Window(start, start + timedelta(days=1)).params()
+    params: dict[str, Any] = Window(_day_end(day) - timedelta(days=1), _day_end(day)).params()
     if project:
         params["project"] = [project]
     return params
 
 
+# The API gives compliance-request events no id: the request, the event and its time identify one.
 REQUEST_EVENT_KEY = ("complianceRequestId", "event", "dateCreated")
-
-
-def _request_event_key(item: dict[str, Any]) -> Any:
-    return tuple(item.get(field) for field in REQUEST_EVENT_KEY)
 
 
 def build_resources(ctx: SourceContext) -> list[DltResource]:
     return [
         projects_resource(ctx),
-        windowed_resource(ctx, settings.CONSENT_EVENTS, _id, ("id",)),
+        windowed_resource(ctx, settings.CONSENT_EVENTS),
         consent_types_resource(ctx),
-        windowed_resource(ctx, settings.COMPLIANCE_REQUESTS, _id, ("id",)),
-        windowed_resource(ctx, settings.COMPLIANCE_REQUEST_EVENTS, _request_event_key, REQUEST_EVENT_KEY),
+        windowed_resource(ctx, settings.COMPLIANCE_REQUESTS),
+        windowed_resource(ctx, settings.COMPLIANCE_REQUEST_EVENTS, REQUEST_EVENT_KEY),
         tracker_scans_resource(ctx),
         usage_metrics_resource(ctx),
     ]
