@@ -16,6 +16,7 @@ from dlt.pipeline.exceptions import PipelineStepFailed
 from pipelines.cdr_metrics import settings
 from pipelines.cdr_metrics.config import HolderConfig
 from pipelines.cdr_metrics.source import RunOutcomes, cdr_metrics
+from pipelines.duckdb_compat import enable_catalog_qualified_names
 from pipelines.errors import ConcurrentRunError, ConfigError, PipelineError
 from pipelines.report import format_table
 
@@ -72,11 +73,8 @@ def make_pipeline(
 ) -> dlt.Pipeline:
     if duckdb_path is not None and destination != "duckdb":
         raise ConfigError(f"--duckdb-path only applies to --destination duckdb (got {destination})")
-    if duckdb_path is not None and Path(duckdb_path).stem == dataset:
-        raise ConfigError(
-            f"DuckDB file {Path(duckdb_path).name} is named like dataset {dataset}, which DuckDB cannot tell apart; "
-            "rename the file or pass another --dataset"
-        )
+    if destination == "duckdb":
+        enable_catalog_qualified_names()  # a file named like the dataset (cdr_metrics.duckdb) loads too
     try:
         dest: Any = (
             dlt.destinations.duckdb(str(duckdb_path))

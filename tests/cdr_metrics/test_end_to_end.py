@@ -193,3 +193,18 @@ def test_schema_invalid_holder_loads_nothing_other_holder_loads(
     assert query(pipeline, "SELECT DISTINCT data_holder FROM metric_observations") == [("bank",)]
     assert query(pipeline, "SELECT DISTINCT data_holder FROM snapshots") == [("bank",)]
     assert "broken" in result.summary() and "failed" in result.summary()
+
+
+def test_duckdb_file_named_like_the_dataset_loads(state: HolderState, tmp_path) -> None:
+    """cdr_metrics.duckdb holding dataset cdr_metrics: DuckDB's binder would find every name ambiguous."""
+    from pipelines.cdr_metrics.runner import make_pipeline
+
+    pipeline = make_pipeline(duckdb_path=tmp_path / "cdr_metrics.duckdb", pipelines_dir=tmp_path / "dlt", pipeline_name="same_name")
+    with CdrHolderServer(state) as server:
+        result = run([holder_config(server)], pipeline)
+    assert not result.outcomes.failed
+    import duckdb
+
+    with duckdb.connect(str(tmp_path / "cdr_metrics.duckdb"), read_only=True) as con:
+        rows = con.execute("SELECT count(*) FROM cdr_metrics.cdr_metrics.metric_observations").fetchone()[0]
+    assert rows > 0
