@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -264,7 +264,7 @@ def run_export(options: RunOptions, out: IO[str] | None = None) -> RunResult:
     lock_dir = Path(pipelines_dir or Path.home() / ".dlt" / "pipelines")
     register_dlt_defaults()
     with exclusive(lock_dir / f".{options.pipeline_name}.lock", f"pipeline '{options.pipeline_name}'"), (
-        exclusive(Path(duckdb_path + ".lock"), f"DuckDB file {duckdb_path}") if duckdb_path else _nothing()
+        exclusive(Path(duckdb_path + ".lock"), f"DuckDB file {duckdb_path}") if duckdb_path else nullcontext()
     ), ExitStack() as run_scope:
         pipeline = dlt.pipeline(
             pipeline_name=options.pipeline_name,
@@ -311,7 +311,7 @@ def run_export(options: RunOptions, out: IO[str] | None = None) -> RunResult:
         before = count_rows(pipeline, tables)
         fmt = "parquet" if options.destination in PARQUET_DESTINATIONS else None
         try:
-            with Progress(stats, out) if options.progress else _nothing():
+            with Progress(stats, out) if options.progress else nullcontext():
                 pending = load_pending(pipeline)
                 info = pipeline.run(source, loader_file_format=fmt)
         except Exception as err:
@@ -390,11 +390,6 @@ def _fix_hint(fix: str) -> Iterator[None]:
         yield
     except ConfigError as err:
         raise ConfigError(f"{err} (set {fix})") from None
-
-
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield
 
 
 def _table_summary(table: str, loaded: int, before: int | None, after: int | None) -> TableSummary:
