@@ -9,10 +9,11 @@ import re
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -27,6 +28,7 @@ from pipelines.concord.source import concord_source, parse_start_date, validate_
 from pipelines.duckdb_compat import enable_catalog_qualified_names
 from pipelines.errors import ConcurrentRunError, ConfigError, PipelineError
 from pipelines.logs import quiet_arrow_hint_warnings
+from pipelines.memory import release_free_memory, use_system_allocator_for_arrow
 from pipelines.report import format_table
 
 log = logging.getLogger(__name__)
@@ -242,6 +244,7 @@ def run_export(options: RunOptions, out: IO[str] | None = None) -> RunResult:
     out = out or sys.stderr
     started = time.monotonic()
     quiet_arrow_hint_warnings()
+    use_system_allocator_for_arrow()
     options = resolve_names(options)
     with _fix_hint("--org or SOURCES__CONCORD__ORGANIZATION_ID"):
         org = validate_organization_id(options.organization_id or _config("organization_id"))
@@ -276,8 +279,9 @@ def run_export(options: RunOptions, out: IO[str] | None = None) -> RunResult:
             # The warehouse was deleted but local state survived: start over instead of skipping data.
             pipeline.drop()
             pipeline = dlt.pipeline(options.pipeline_name, destination=destination, dataset_name=options.dataset, pipelines_dir=pipelines_dir)
+        connection_scope = run_scope.enter_context(ExitStack())
         if duckdb_path:
-            pipeline = with_one_duckdb_connection(pipeline, duckdb_path, run_scope)
+            pipeline = with_one_duckdb_connection(pipeline, duckdb_path, connection_scope)
         stats: dict[str, ResourceStats] = {}
         base_url = _setting(options.base_url, "base_url", settings.DEFAULT_BASE_URL)
         project_ids = options.project_ids or _config("project_ids")
@@ -289,36 +293,58 @@ def run_export(options: RunOptions, out: IO[str] | None = None) -> RunResult:
                 ClientOptions(base_url, api_key, org, timeout=timeout, max_retries=max_retries, backoff_base=backoff_base),
                 project_ids,
             )
-        source = concord_source(
-            organization_id=org,
-            api_key=api_key,
-            base_url=base_url,
-            project_ids=project_ids,
-            start_date=start_date,
-            lookback_seconds=lookback,
-            lag_seconds=lag,
-            concurrency=int(_setting(options.concurrency, "concurrency", settings.DEFAULT_CONCURRENCY)),
-            pii=_setting(options.pii, "pii", "keep"),
-            pii_salt=options.pii_salt or _config("pii_salt", secret=True),
-            full_refresh=options.full_refresh,
-            timeout=timeout,
-            max_retries=max_retries,
-            backoff_base=backoff_base,
-            run_started=options.run_started,
-            stats=stats,
-        ).with_resources(*resources)
+        run_started = options.run_started or datetime.now(tz=UTC)
+
+        def source_for(names: list[str], full_refresh: bool) -> Any:
+            return concord_source(
+                organization_id=org,
+                api_key=api_key,
+                base_url=base_url,
+                project_ids=project_ids,
+                start_date=start_date,
+                lookback_seconds=lookback,
+                lag_seconds=lag,
+                concurrency=int(_setting(options.concurrency, "concurrency", settings.DEFAULT_CONCURRENCY)),
+                pii=_setting(options.pii, "pii", "keep"),
+                pii_salt=options.pii_salt or _config("pii_salt", secret=True),
+                full_refresh=full_refresh,
+                timeout=timeout,
+                max_retries=max_retries,
+                backoff_base=backoff_base,
+                run_started=run_started,
+                stats=stats,
+            ).with_resources(*names)
+
         tables = [t for r in resources for t in settings.RESOURCE_TABLES[r]]
         before = count_rows(pipeline, tables)
         fmt = "parquet" if options.destination in PARQUET_DESTINATIONS else None
+        loaded: Counter[str] = Counter()
+        load_ids: list[str] = []
         try:
             with Progress(stats, out) if options.progress else nullcontext():
-                pending = load_pending(pipeline)
-                info = pipeline.run(source, loader_file_format=fmt)
+                load_ids += load_pending(pipeline)
+                names, full_refresh = list(resources), options.full_refresh
+                while names:
+                    # A window bigger than `slice_rows` is read one slice per load: each load commits its
+                    # rows and cursor, the next continues from there (the same run_started, no full refresh).
+                    info = pipeline.run(source_for(names, full_refresh), loader_file_format=fmt)
+                    load_ids += info.loads_ids
+                    if pipeline.last_trace.last_normalize_info:
+                        loaded.update(pipeline.last_trace.last_normalize_info.row_counts)
+                    names = [n for n in names if n in stats and stats[n].unfinished]
+                    for name in names:
+                        stats[name].unfinished = False
+                    full_refresh = False
+                    if names and duckdb_path:
+                        # Closing checkpoints the slice into the file and frees DuckDB's buffers, which
+                        # the next slice's fetch would otherwise sit on top of.
+                        connection_scope.close()
+                        release_free_memory()
+                        pipeline = with_one_duckdb_connection(pipeline, duckdb_path, connection_scope)
         except Exception as err:
             raise translate_failure(err) from err
         after = count_rows(pipeline, tables)
         views = create_views(pipeline, options.destination)
-        loaded = dict(pipeline.last_trace.last_normalize_info.row_counts) if pipeline.last_trace.last_normalize_info else {}
     return RunResult(
         tables=[_table_summary(t, loaded.get(t, 0), before.get(t), after.get(t)) for t in tables],
         resources=stats,
@@ -326,7 +352,7 @@ def run_export(options: RunOptions, out: IO[str] | None = None) -> RunResult:
         destination=options.destination,
         dataset=options.dataset,
         duckdb_path=duckdb_path,
-        load_ids=pending + list(info.loads_ids),
+        load_ids=load_ids,
         views=views,
     )
 

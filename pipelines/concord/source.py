@@ -25,8 +25,9 @@ from pipelines.concord.records import (
     to_utc,
 )
 from pipelines.concord.settings import TableSpec
-from pipelines.concord.windows import Window, metric_days, scan_window
+from pipelines.concord.windows import Window, metric_days, scan_window, slice_end
 from pipelines.errors import ConfigError
+from pipelines.memory import release_free_memory
 
 FINAL_SCAN_STATES = frozenset({"completed", "failed", "cancelled", "canceled", "error"})
 
@@ -50,6 +51,7 @@ class SourceContext:
         metrics_lookback_days: int,
         metrics_initial_days: int,
         stats: dict[str, ResourceStats],
+        slice_rows: int = 0,
     ) -> None:
         self.client = client
         self.configured_projects = list(project_ids) if project_ids else None
@@ -62,6 +64,7 @@ class SourceContext:
         self.metrics_lookback_days = metrics_lookback_days
         self.metrics_initial_days = metrics_initial_days
         self.stats = stats
+        self.slice_rows = slice_rows
         self._projects: list[dict[str, Any]] | None = None
 
     def stats_for(self, resource: str) -> ResourceStats:
@@ -78,9 +81,11 @@ class SourceContext:
     def project_ids(self) -> list[str]:
         return self.configured_projects or [str(p["id"]) for p in self.all_projects()]
 
+    def cursor(self, resource: str) -> datetime | None:
+        return None if self.full_refresh else _parse_cursor(dlt.current.resource_state(resource).get("cursor"))
+
     def window(self, resource: str) -> Window | None:
-        cursor = None if self.full_refresh else _parse_cursor(dlt.current.resource_state(resource).get("cursor"))
-        return scan_window(cursor, self.initial_start, self.run_started, self.lookback, self.lag)
+        return scan_window(self.cursor(resource), self.initial_start, self.run_started, self.lookback, self.lag)
 
     def since(self, resource: str) -> datetime | None:
         """For endpoints without a date filter: only items updated after this are emitted."""
@@ -135,10 +140,13 @@ def _resource(ctx: SourceContext, spec: TableSpec | None, name: str, fn: Callabl
 
     def timed() -> Iterator[Any]:
         started = time.perf_counter()
+        stats = ctx.stats_for(name)
         try:
             yield from fn()
         finally:
-            ctx.stats_for(name).add(seconds=time.perf_counter() - started)
+            stats.add(seconds=time.perf_counter() - started)
+            if stats.items >= settings.RELEASE_MEMORY_AFTER_ROWS:
+                release_free_memory()  # the load that follows allocates outside malloc's free lists
 
     timed.__name__ = name
     hints = _hints(spec, ctx.dropped_columns) if spec else {"write_disposition": "merge"}
@@ -161,11 +169,26 @@ def windowed_resource(ctx: SourceContext, spec: TableSpec, key: tuple[str, ...] 
         if ctx.configured_projects and spec.name != "compliance_request_events":
             query["projectIds"] = ctx.configured_projects
         stats = ctx.stats_for(spec.name)
+        if ctx.slice_rows:
+            window = _first_slice(ctx, spec, window, path, query, stats)
         pages = (ctx.table(spec, page) for page in ctx.client.iter_pages(path, query, stats, key, [window], arrow=True))
         yield from batched_tables(pages, settings.ARROW_BATCH_ROWS)
         dlt.current.resource_state(spec.name)["cursor"] = window.end.isoformat()
 
     return _resource(ctx, spec, spec.name, read)
+
+
+def _first_slice(ctx: SourceContext, spec: TableSpec, window: Window, path: str, query: dict[str, Any], stats: ResourceStats) -> Window:
+    """The part of `window` this run reads: all of it, unless it holds more than `slice_rows`."""
+
+    def count(part: Window) -> int:
+        return ctx.client.count(path, {**query, **part.params()}, stats)
+
+    end = slice_end(window, count, ctx.slice_rows, floor=ctx.cursor(spec.name))
+    if end >= window.end:
+        return window
+    stats.unfinished = True
+    return Window(window.start, end)
 
 
 def batched_tables(tables: Iterable[pa.Table], min_rows: int) -> Iterator[pa.Table]:
@@ -379,6 +402,7 @@ def concord_source(
     backoff_base: float = 0.5,
     run_started: datetime | None = None,
     stats: dict[str, ResourceStats] | None = None,
+    slice_rows: int = settings.SLICE_ROWS,
 ) -> list[DltResource]:
     """Concord Privacy API export. Config lives in section `sources.concord` (see README)."""
     options = ClientOptions(
@@ -404,6 +428,7 @@ def concord_source(
         metrics_lookback_days=metrics_lookback_days,
         metrics_initial_days=metrics_initial_days,
         stats=stats if stats is not None else {},
+        slice_rows=max(0, slice_rows),
     )
     return build_resources(ctx)
 

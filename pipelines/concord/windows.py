@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -61,3 +62,44 @@ def metric_days(
     """Days whose dashboard a run requests: from the cursor minus lookback through today (partial)."""
     first = initial_day if last_complete_day is None else max(initial_day, last_complete_day + timedelta(days=1 - lookback_days))
     return [first + timedelta(days=i) for i in range((today - first).days + 1)]
+
+
+def slice_end(window: Window, count: Callable[[Window], int], max_rows: int, floor: datetime | None = None) -> datetime:
+    """Where the first slice of `window` holding at most `max_rows` rows ends; `window.end` if all fits.
+
+    A first load or backfill of millions of rows is loaded slice by slice, so that each merge
+    stays small (DuckDB's merge of 3,000,000 staged rows ran out of its 128 MB) and a crash loses
+    one slice at most. `count(w)` is the number of rows in `w` (one request with limit=1).
+    The slice ends after `floor` (the previous cursor) whatever that holds, so slicing always
+    progresses. Bisection alternates with interpolation: years of empty history before a busy
+    month cost about log2 probes, evenly spread rows two or three. Ends are whole milliseconds,
+    the API's precision.
+    """
+    total = count(window)
+    if total <= max_rows:
+        return window.end
+    lo = max(window.start, floor) if floor is not None else window.start
+    lo_count: int | None = 0 if lo == window.start else None
+    hi, hi_count = window.end, total
+    found = False
+    for step in range(64):
+        if hi - lo <= 2 * MIN_WINDOW:
+            break
+        fraction = 0.5
+        if step % 2 == 0 and lo_count is not None and hi_count > lo_count:
+            fraction = min(0.9, max(0.1, (0.75 * max_rows - lo_count) / (hi_count - lo_count)))
+        middle = _whole_ms(lo + (hi - lo) * fraction)
+        if middle <= lo or middle >= hi:
+            break
+        rows = count(Window(window.start, middle))
+        if rows > max_rows:
+            hi, hi_count = middle, rows
+        else:
+            lo, lo_count, found = middle, rows, True
+            if rows >= max_rows // 2:
+                break
+    return lo if found else hi
+
+
+def _whole_ms(moment: datetime) -> datetime:
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)

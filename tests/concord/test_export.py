@@ -213,3 +213,45 @@ def test_run_creates_the_views_and_takes_names_from_dlt_config(make_export, monk
     assert "views: v1_" in result.summary()
     rates = export.rows("v1_daily_consent_rate", dataset="privacy")
     assert rates and all(0 <= r["consent_rate"] <= 1 for r in rates if r["consent_rate"] is not None)
+
+
+def test_a_big_first_load_is_loaded_in_slices_equal_to_the_source(make_export, monkeypatch):
+    # slice_rows is read from dlt config like any source argument; 700 rows makes 3,000 events a
+    # first load of several slices, each extracted, merged and checkpointed on its own.
+    monkeypatch.setenv("SOURCES__CONCORD__SLICE_ROWS", "700")
+    export = make_export(events=3000)
+    result = export.run(resources=["consent_events"])
+    assert len(result.load_ids) >= 5  # 3,000 / 700, slices end between 350 and 700 rows
+    assert_table_matches(export, "consent_events")
+    assert {t.table: t for t in result.tables}["consent_events"].new == 3000
+    # the next run continues from the last slice's cursor: only the lookback is read again
+    export.state.advance_clock(600)
+    again = export.run(resources=["consent_events"])
+    assert again.resources["consent_events"].items < 700
+    assert_table_matches(export, "consent_events")
+
+
+def test_a_slice_that_fails_keeps_the_slices_already_loaded(make_export, monkeypatch):
+    from pipelines.concord import source
+    from pipelines.errors import PipelineError
+
+    monkeypatch.setenv("SOURCES__CONCORD__SLICE_ROWS", "700")
+    export = make_export(events=3000)
+    slice_end, slices = source.slice_end, []
+
+    def third_slice_meets_a_broken_api(*args, **kwargs):
+        slices.append(1)
+        if len(slices) == 3:  # two slices are loaded; from here on every request fails
+            export.state.faults.configure("500=always", reset=True)
+        return slice_end(*args, **kwargs)
+
+    monkeypatch.setattr(source, "slice_end", third_slice_meets_a_broken_api)
+    with pytest.raises(PipelineError):
+        export.run(resources=["consent_events"], max_retries=1, backoff_base=0.01)
+    kept = export.count("consent_events")
+    assert 0 < kept < 3000  # the slices loaded before the failure stay
+    export.state.faults.clear()
+    monkeypatch.setattr(source, "slice_end", slice_end)
+    result = export.run(resources=["consent_events"])
+    assert_table_matches(export, "consent_events")
+    assert result.resources["consent_events"].items < 3000 - kept + 1000  # went on from the last slice

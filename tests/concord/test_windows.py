@@ -45,3 +45,80 @@ def test_metric_days_first_run_and_refresh_of_last_complete_day():
     # yesterday was complete on the last run: with one day of lookback it is read once more
     assert metric_days(date(2026, 1, 9), date(2026, 1, 1), today, 1) == [date(2026, 1, 9), today]
     assert metric_days(date(2026, 1, 9), date(2026, 1, 1), today, 0) == [today]
+
+
+# -- slices of a big first load ---------------------------------------------------------------
+
+from bisect import bisect_left  # noqa: E402
+
+from pipelines.concord.windows import slice_end  # noqa: E402
+
+
+class _Counted:
+    """Row timestamps and a count(window) that records every probe, like one request with limit=1."""
+
+    def __init__(self, stamps: list[datetime]) -> None:
+        self.stamps = sorted(stamps)
+        self.probes = 0
+
+    def __call__(self, window: Window) -> int:
+        self.probes += 1
+        return bisect_left(self.stamps, window.end) - bisect_left(self.stamps, window.start)
+
+
+def _spread(start: datetime, seconds: int, rows: int) -> list[datetime]:
+    return [start + timedelta(seconds=seconds * i / rows) for i in range(rows)]
+
+
+def test_a_window_that_fits_is_one_slice_after_one_probe():
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    count = _Counted(_spread(start, 86_400, 900))
+    window = Window(start, start + timedelta(days=1))
+    assert slice_end(window, count, 1_000) == window.end
+    assert count.probes == 1
+
+
+def test_even_rows_slice_near_the_target_in_few_probes():
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    count = _Counted(_spread(start, 30 * 86_400, 100_000))
+    window = Window(start, start + timedelta(days=30))
+    end = slice_end(window, count, 10_000)
+    rows = count(Window(start, end))
+    assert 5_000 <= rows <= 10_000
+    assert count.probes <= 6
+
+
+def test_skewed_history_costs_about_log2_probes():
+    # Years of nothing, then a busy month: bisection finds the month, interpolation the slice.
+    start = datetime(2015, 1, 1, tzinfo=UTC)
+    busy = datetime(2026, 10, 1, tzinfo=UTC)
+    count = _Counted(_spread(busy, 30 * 86_400, 50_000))
+    window = Window(start, busy + timedelta(days=30))
+    end = slice_end(window, count, 10_000)
+    assert 5_000 <= count(Window(start, end)) <= 10_000
+    assert count.probes <= 40
+    assert end.microsecond % 1000 == 0  # whole milliseconds, the API's precision
+
+
+def test_consecutive_slices_cover_the_window_exactly_once():
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    stamps = _spread(start, 10 * 86_400, 20_000) + [start + timedelta(days=3)] * 50  # a burst at one instant
+    count = _Counted(stamps)
+    window = Window(start, start + timedelta(days=10))
+    cursor, slices = window.start, 0
+    while cursor < window.end:
+        end = slice_end(Window(cursor, window.end), count, 3_000)
+        assert end > cursor
+        assert count(Window(cursor, end)) <= 3_000
+        cursor, slices = end, slices + 1
+    assert 7 <= slices <= 14
+
+
+def test_a_slice_always_ends_after_the_floor_even_when_overfull():
+    # Lookback re-reads before the cursor; if that alone holds more than a slice, still move on.
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    cursor = start + timedelta(hours=2)
+    count = _Counted([start + timedelta(hours=1)] * 5_000 + _spread(cursor, 86_400, 5_000))
+    window = Window(start, cursor + timedelta(days=1))
+    end = slice_end(window, count, 1_000, floor=cursor)
+    assert end > cursor
