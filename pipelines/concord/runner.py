@@ -294,6 +294,8 @@ def run_export(options: RunOptions, out: IO[str] | None = None) -> RunResult:
                 project_ids,
             )
         run_started = options.run_started or datetime.now(tz=UTC)
+        concurrency = int(_setting(options.concurrency, "concurrency", settings.DEFAULT_CONCURRENCY))
+        pii, pii_salt = _setting(options.pii, "pii", "keep"), options.pii_salt or _config("pii_salt", secret=True)
 
         def source_for(names: list[str], full_refresh: bool) -> Any:
             return concord_source(
@@ -304,9 +306,9 @@ def run_export(options: RunOptions, out: IO[str] | None = None) -> RunResult:
                 start_date=start_date,
                 lookback_seconds=lookback,
                 lag_seconds=lag,
-                concurrency=int(_setting(options.concurrency, "concurrency", settings.DEFAULT_CONCURRENCY)),
-                pii=_setting(options.pii, "pii", "keep"),
-                pii_salt=options.pii_salt or _config("pii_salt", secret=True),
+                concurrency=concurrency,
+                pii=pii,
+                pii_salt=pii_salt,
                 full_refresh=full_refresh,
                 timeout=timeout,
                 max_retries=max_retries,

@@ -35,9 +35,9 @@ DLT_DEFAULTS: dict = {
                 # DuckDB would otherwise take up to 80% of RAM while merging: 1,000,000 events peaked at
                 # 1.25 GB RSS. Loads are sliced to at most SLICE_ROWS rows, whose merge fits in 96 MB
                 # (measured to 3,000,000 events in three slices; 64 MB ran out of memory, and one
-                # unsliced merge of 3,000,000 rows ran out of 128 MB). No order is needed inside a load. The runner holds
-                # one connection per run; a high checkpoint threshold lets the staging rows, truncated
-                # after the merge, leave the file without ever being checkpointed into it.
+                # unsliced merge of 3,000,000 rows ran out of 128 MB). No order is needed inside a
+                # load. The runner holds one connection per slice; a high checkpoint threshold lets the
+                # staging rows, truncated after the merge, leave the file without being checkpointed.
                 "global_config": {"memory_limit": "96MB", "preserve_insertion_order": False, "checkpoint_threshold": "1GB"},
             }
         }
