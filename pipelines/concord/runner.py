@@ -28,7 +28,7 @@ from pipelines.concord.source import concord_source, parse_start_date, validate_
 from pipelines.duckdb_compat import enable_catalog_qualified_names
 from pipelines.errors import ConcurrentRunError, ConfigError, PipelineError
 from pipelines.logs import quiet_arrow_hint_warnings
-from pipelines.memory import release_free_memory, use_system_allocator_for_arrow
+from pipelines.memory import limit_malloc_arenas, release_free_memory, use_system_allocator_for_arrow
 from pipelines.report import format_table
 
 log = logging.getLogger(__name__)
@@ -245,6 +245,7 @@ def run_export(options: RunOptions, out: IO[str] | None = None) -> RunResult:
     started = time.monotonic()
     quiet_arrow_hint_warnings()
     use_system_allocator_for_arrow()
+    limit_malloc_arenas()
     options = resolve_names(options)
     with _fix_hint("--org or SOURCES__CONCORD__ORGANIZATION_ID"):
         org = validate_organization_id(options.organization_id or _config("organization_id"))
