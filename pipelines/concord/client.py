@@ -36,6 +36,7 @@ from pipelines.errors import ApiError, ConfigError
 log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+MAX_SPLIT_PARTS = 64  # a window too big to read at once is cut into at most this many parts
 KeyFn = Callable[[dict[str, Any]], Hashable]
 
 
@@ -239,16 +240,19 @@ class ConcordClient:
         params: dict[str, Any],
         stats: ResourceStats,
         key: tuple[str, ...] = ("id",),
-        windows: list[Window] | None = None,
+        window: Window | None = None,
         arrow: bool = False,
+        first_page: Page | None = None,
     ) -> Iterator[list[dict[str, Any]] | pa.Table]:
-        """Yield the items of every page of every window, each distinct key once per window read.
+        """Yield the items of every page of `window` (or of everything), each distinct key once per read.
 
         `key` names the API fields that identify an item. With `arrow`, pages are decoded by
         pyarrow and yielded as tables of flattened columns where possible, else as lists of dicts.
+        `first_page` is the window's page at offset 0 when the caller already has it (it looked at
+        the total first): the crawl starts from it instead of requesting it again.
         """
         crawl = _Crawl(self, path, params, key_function(key), stats, key if arrow else None)
-        yield from crawl.run(windows)
+        yield from crawl.run(window, first_page)
 
     def get_json_each(self, path: str, queries: list[dict[str, Any]], stats: ResourceStats) -> Iterator[Any]:
         """One GET per query, `concurrency` at a time, answers in the order of `queries`."""
@@ -318,10 +322,16 @@ class _Crawl:
         self.lock = threading.RLock()  # re-entrant: a future that is already done calls back at once
         self.closed = False
 
-    def run(self, windows: list[Window] | None) -> Iterator[list[dict[str, Any]]]:
-        for window in windows if windows is not None else [None]:
-            self.queue.append((_WindowRead(window, attempt=0), 0))
+    def run(self, window: Window | None, first_page: Page | None = None) -> Iterator[list[dict[str, Any]]]:
+        read = _WindowRead(window, attempt=0)
+        if first_page is None:
+            self.queue.append((read, 0))
         try:
+            if first_page is not None:
+                with self.lock:
+                    items = self._handle(read, 0, first_page)
+                if len(items):
+                    yield items
             while True:
                 with self.lock:
                     self._fill()
@@ -402,12 +412,22 @@ class _Crawl:
         return table if all(mask) else table.filter(pa.array(mask, pa.bool_()))
 
     def _too_big(self, read: _WindowRead, page: Page) -> bool:
-        window = read.window
-        if window is None or page.total <= self.client.options.max_window_rows or not window.splittable:
+        """Split a window holding more than `max_window_rows` into parts of about half that many.
+
+        The parts are equal in time, so uneven data may leave some still too big (they split again
+        when their first page arrives). Cutting in many parts at once rather than in halves means
+        fewer rounds of first pages: a first load whose data sits in the last month of a window
+        starting in 2015 took about ten rounds of two requests each when halving. At least
+        `concurrency` parts, so that their first pages fill every request slot.
+        """
+        window, limit = read.window, self.client.options.max_window_rows
+        if window is None or page.total <= limit or not window.splittable:
             return False
         self.stats.add(splits=1)
-        for half in window.split():
-            self.queue.append((_WindowRead(half, attempt=0), 0))
+        parts = max(2, self.client.options.concurrency, -(-page.total // max(1, limit // 2)))
+        parts = min(MAX_SPLIT_PARTS, parts)
+        for part in window.split(parts):
+            self.queue.append((_WindowRead(part, attempt=0), 0))
         return True
 
     def _plan(self, read: _WindowRead, first: Page) -> None:

@@ -12,7 +12,7 @@ import pyarrow as pa
 from dlt.sources import DltResource
 
 from pipelines.concord import settings
-from pipelines.concord.client import ClientOptions, ConcordClient, ResourceStats
+from pipelines.concord.client import ClientOptions, ConcordClient, Page, ResourceStats
 from pipelines.concord.metrics import dashboard_tables
 from pipelines.concord.records import (
     PiiMode,
@@ -169,26 +169,36 @@ def windowed_resource(ctx: SourceContext, spec: TableSpec, key: tuple[str, ...] 
         if ctx.configured_projects and spec.name != "compliance_request_events":
             query["projectIds"] = ctx.configured_projects
         stats = ctx.stats_for(spec.name)
+        first_page = None
         if ctx.slice_rows:
-            window = _first_slice(ctx, spec, window, path, query, stats)
-        pages = (ctx.table(spec, page) for page in ctx.client.iter_pages(path, query, stats, key, [window], arrow=True))
-        yield from batched_tables(pages, settings.ARROW_BATCH_ROWS)
+            window, first_page = _first_slice(ctx, spec, window, path, query, stats)
+        pages = ctx.client.iter_pages(path, query, stats, key, window, arrow=True, first_page=first_page)
+        yield from batched_tables((ctx.table(spec, page) for page in pages), settings.ARROW_BATCH_ROWS)
         dlt.current.resource_state(spec.name)["cursor"] = window.end.isoformat()
 
     return _resource(ctx, spec, spec.name, read)
 
 
-def _first_slice(ctx: SourceContext, spec: TableSpec, window: Window, path: str, query: dict[str, Any], stats: ResourceStats) -> Window:
-    """The part of `window` this run reads: all of it, unless it holds more than `slice_rows`."""
+def _first_slice(
+    ctx: SourceContext, spec: TableSpec, window: Window, path: str, query: dict[str, Any], stats: ResourceStats
+) -> tuple[Window, Page | None]:
+    """The part of `window` this run reads (all of it, unless it holds more than `slice_rows`).
+
+    The window's first page tells its total; when the whole window is read, paging goes on from
+    that page, so deciding costs no request (with 50 ms of latency a separate count cost a round).
+    """
+    first_page = ctx.client.get_page(path, {**query, **window.params()}, 0, stats, arrow=True)
+    if first_page.total <= ctx.slice_rows:
+        return window, first_page
 
     def count(part: Window) -> int:
-        return ctx.client.count(path, {**query, **part.params()}, stats)
+        return first_page.total if part == window else ctx.client.count(path, {**query, **part.params()}, stats)
 
     end = slice_end(window, count, ctx.slice_rows, floor=ctx.cursor(spec.name))
     if end >= window.end:
-        return window
+        return window, None
     stats.unfinished = True
-    return Window(window.start, end)
+    return Window(window.start, end), None
 
 
 def batched_tables(tables: Iterable[pa.Table], min_rows: int) -> Iterator[pa.Table]:

@@ -17,9 +17,20 @@ class Window:
     start: datetime
     end: datetime
 
-    def split(self) -> tuple[Window, Window]:
-        middle = self.start + (self.end - self.start) / 2
-        return Window(self.start, middle), Window(middle, self.end)
+    def split(self, parts: int = 2) -> tuple[Window, ...]:
+        """`parts` windows of equal length covering this one (fewer if it is too short for them).
+
+        Inner bounds are whole milliseconds, the precision of the API's date filter, so that
+        neighbours meet exactly at the bound both send.
+        """
+        parts = max(1, min(parts, (self.end - self.start) // MIN_WINDOW))
+        bounds = [self.start]
+        for i in range(1, parts):
+            bound = _whole_ms(self.start + (self.end - self.start) * i / parts)
+            if bound > bounds[-1]:
+                bounds.append(bound)
+        bounds.append(self.end)
+        return tuple(Window(a, b) for a, b in zip(bounds, bounds[1:], strict=False) if b > a)
 
     @property
     def splittable(self) -> bool:

@@ -30,6 +30,8 @@ def test_rerun_with_nothing_new_adds_no_rows(make_export):
     # only the lookback (2 h) of consent events is read again, not the whole history
     events = result.resources["consent_events"]
     assert events.items < 1500
+    # the window's first page tells whether it needs slicing: no separate count request
+    assert events.requests == events.pages >= 1
 
 
 def test_incremental_runs_converge_after_inserts_updates_late_and_import_events(make_export):

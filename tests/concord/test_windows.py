@@ -33,6 +33,25 @@ def test_split_halves_cover_the_window_exactly():
     assert left.start == T0 and right.end == NOW and left.end == right.start
 
 
+def test_split_in_many_parts_covers_the_window_in_order_on_whole_milliseconds():
+    window = Window(T0 + timedelta(microseconds=1234), NOW - timedelta(microseconds=5))
+    parts = window.split(20)
+    assert len(parts) == 20
+    assert parts[0].start == window.start and parts[-1].end == window.end
+    assert all(a.end == b.start for a, b in zip(parts, parts[1:], strict=False))
+    assert all(p.start.microsecond % 1000 == 0 for p in parts[1:])
+    lengths = [p.end - p.start for p in parts]
+    assert max(lengths) - min(lengths) <= timedelta(milliseconds=2)
+
+
+def test_split_of_a_short_window_gives_fewer_parts_never_empty_ones():
+    window = Window(T0, T0 + timedelta(milliseconds=3, microseconds=500))
+    parts = window.split(64)
+    assert 2 <= len(parts) <= 3
+    assert all(p.end > p.start for p in parts)
+    assert parts[0].start == window.start and parts[-1].end == window.end
+
+
 def test_iso_is_utc_with_milliseconds_and_z():
     assert iso(datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)) == "2026-01-02T03:04:05.678Z"
     plus_two = datetime(2026, 1, 2, 5, 4, 5, tzinfo=UTC).astimezone(tz=__import__("datetime").timezone(timedelta(hours=2)))

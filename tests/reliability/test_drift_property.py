@@ -26,7 +26,7 @@ BASE = datetime(2026, 1, 1, tzinfo=UTC)
 class DriftingApi:
     """Serves [startDate, endDate) sorted by dateUpdated; after each page, maybe inserts or moves rows."""
 
-    def __init__(self, rows: int, limit: int, cap: int, mutations: int, seed: int, concurrency: int) -> None:
+    def __init__(self, rows: int, limit: int, cap: int, mutations: int, seed: int, concurrency: int, max_window_rows: int = 10_000) -> None:
         self.updated = {f"r{i}": BASE + timedelta(seconds=i) for i in range(rows)}
         self.clock = BASE + timedelta(seconds=rows)
         self.mutations_left = mutations
@@ -34,7 +34,7 @@ class DriftingApi:
         self.lock = threading.Lock()
         self.base_url = "memory://"
         self.options = ClientOptions(base_url="memory://", api_key="k", organization_id="o", concurrency=concurrency,
-                                     page_limit=limit, max_window_rows=10_000)
+                                     page_limit=limit, max_window_rows=max_window_rows)
         self.cap = cap
         self._pool = ThreadPoolExecutor(max_workers=concurrency)
 
@@ -66,18 +66,34 @@ class DriftingApi:
     mutations=st.integers(0, 25),
     seed=st.integers(0, 10**6),
     concurrency=st.integers(1, 4),
+    max_window_rows=st.sampled_from([10_000, 40]),
 )
-def test_every_row_present_at_the_start_is_delivered(rows, limit, cap, mutations, seed, concurrency):
-    api = DriftingApi(rows, limit, cap, mutations, seed, concurrency)
+def test_every_row_present_at_the_start_is_delivered(rows, limit, cap, mutations, seed, concurrency, max_window_rows):
+    api = DriftingApi(rows, limit, cap, mutations, seed, concurrency, max_window_rows)
     at_start = set(api.updated)
     stats = ResourceStats()
     window = Window(BASE, BASE + timedelta(days=1))
     try:
         crawl = _Crawl(api, "/items", {}, lambda item: item["id"], stats)  # type: ignore[arg-type]
-        delivered = {item["id"] for page in crawl.run([window]) for item in page}
+        delivered = {item["id"] for page in crawl.run(window) for item in page}
     finally:
         api._pool.shutdown(cancel_futures=True)
     missing = at_start - delivered
     assert not missing, f"{len(missing)} rows lost (rereads {stats.rereads}, splits {stats.splits})"
-    if mutations == api.mutations_left:  # nothing changed: one read, no re-reads
+    if mutations == api.mutations_left and rows <= max_window_rows:  # nothing changed: one read, no re-reads
         assert stats.rereads == stats.splits == 0
+
+
+def test_a_window_too_big_to_read_at_once_is_cut_in_one_go():
+    """1,000 rows over a day with 100 rows per window at most: one cut into 20 parts, not halving four deep."""
+    api = DriftingApi(1000, 10, 1000, 0, 0, 4, max_window_rows=100)
+    api.updated = {f"r{i}": BASE + timedelta(seconds=86.4 * i) for i in range(1000)}
+    stats = ResourceStats()
+    try:
+        crawl = _Crawl(api, "/items", {}, lambda item: item["id"], stats)  # type: ignore[arg-type]
+        delivered = [item["id"] for page in crawl.run(Window(BASE, BASE + timedelta(days=1))) for item in page]
+    finally:
+        api._pool.shutdown(cancel_futures=True)
+    assert sorted(delivered) == sorted(api.updated)
+    assert stats.splits == 1
+    assert stats.pages == 1 + 100  # the first page, which told the total, and the parts' pages
