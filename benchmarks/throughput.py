@@ -16,6 +16,12 @@ Per run: events, wall seconds of the whole process (interpreter start to exit), 
 (user + system) and peak RSS (os.wait4 maxrss of the process, or the peak of polled RSS of its process
 tree if larger). Ratios are events/s over the peer's events/s. Goals are checked at the end.
 
+Our runs use, by default, an interpreter with the project installed as the README's main command
+installs it (`uv sync --no-dev --frozen` into the work dir): no dev group, so no pandas, which
+DuckDB's Python client imports for any query with parameters when it can (+30 MB of RSS). The same
+first load is also run once in the current (dev) environment, to show that difference;
+`--install current` runs everything in the current environment.
+
 Runs use a bytecode cache in the work dir (PYTHONPYCACHEPREFIX) because this environment sets
 PYTHONDONTWRITEBYTECODE=1 and the venv ships no .pyc files: without it every process spends ~2 s
 compiling dlt, which an installed package does not. Subprocesses run in the work dir, so the repo's
@@ -152,19 +158,22 @@ class Bench:
             PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
         )
         self.results: list[Measured] = []
+        self.python = sys.executable  # runs ours; peers always run in the current environment
 
     def warm_up(self) -> None:
         """Fill the bytecode cache so no measured run pays for compiling dlt."""
-        code = "import pipelines.cli, pipelines.concord.runner, dlt.sources.rest_api, duckdb, pyarrow, httpx, orjson"
-        subprocess.run([sys.executable, "-c", code], env=self.env, cwd=self.work, check=True)
+        for python in dict.fromkeys([self.python, sys.executable]):
+            code = "import pipelines.cli, pipelines.concord.runner, duckdb, pyarrow, httpx, orjson"
+            subprocess.run([python, "-c", code + ("" if python != sys.executable else ", dlt.sources.rest_api")],
+                           env=self.env, cwd=self.work, check=True)
 
-    def ours(self, name: str, section: str, target: str, *extra: str, fresh: bool = False) -> Measured:
+    def ours(self, name: str, section: str, target: str, *extra: str, fresh: bool = False, python: str | None = None) -> Measured:
         folder = self.work / target
         if fresh:
             shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(exist_ok=True)
         cmd = [
-            sys.executable, "-m", "pipelines.cli", "run",
+            python or self.python, "-m", "pipelines.cli", "run",
             "--org", self.sandbox.org_id, "--base-url", self.sandbox.base_url,
             "--resources", "consent_events", "--duckdb-path", str(folder / "concord.duckdb"),
             "--pipelines-dir", str(folder / "pipelines"), "--lag-seconds", "0", "--quiet",
@@ -210,12 +219,16 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
     with SandboxProcess(config, timeout=1800) as sandbox:
         print(f"sandbox ready in {time.perf_counter() - started:.1f} s at {sandbox.base_url}; work dir {work}", flush=True)
         bench = Bench(args, sandbox, work)
+        installed = production_python(work) if args.install == "production" else None
+        bench.python = installed or sys.executable
         bench.warm_up()
         slow_cap = args.slow_peer_events if 0 < args.slow_peer_events < args.events else 0
 
         section = "loopback"
         bench.ours("ours: initial load", section, "ours", fresh=True)
         bench.ours("ours: rerun, no change", section, "ours")
+        if installed:
+            bench.ours("ours (dev env): initial load", section, "ours_dev", fresh=True, python=sys.executable)
         if not args.no_peers:
             bench.peer("raw", "raw sequential script", section)
             bench.peer("rest_api_parquet", "dlt rest_api, parquet", section)
@@ -242,6 +255,7 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
         "events": args.events,
         "latency_ms": args.latency_ms,
         "concurrency": args.concurrency or default_concurrency(),
+        "ours_python": "production install (uv sync --no-dev: no pandas)" if installed else f"current environment ({sys.executable})",
         "machine": machine(),
         "load_average_before": load_before,
         "load_average_after": os.getloadavg(),
@@ -251,6 +265,19 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
     return report
+
+
+def production_python(work: Path) -> str | None:
+    """The interpreter of a fresh `uv sync --no-dev --frozen` of this project, or None without uv."""
+    uv = os.environ.get("UV") or shutil.which("uv")
+    if not uv:
+        print("uv not found: our runs use the current environment (--install current)", flush=True)
+        return None
+    venv = work / "production-venv"
+    env = {**os.environ, "UV_PROJECT_ENVIRONMENT": str(venv)}
+    env.pop("VIRTUAL_ENV", None)
+    subprocess.run([uv, "sync", "--no-dev", "--frozen", "--quiet", "--project", str(ROOT)], env=env, check=True)
+    return str(venv / "bin" / "python")
 
 
 def default_concurrency() -> int:
@@ -296,6 +323,7 @@ def print_report(report: dict[str, Any], baseline: dict[str, Any] | None) -> lis
     print(f"load average before/after: {report['load_average_before'][0]:.2f} / {report['load_average_after'][0]:.2f} "
           f"(other work on the machine slows every run)")
     print(f"command: {report['command']}")
+    print(f"ours ran in: {report.get('ours_python', 'the current environment')}")
     print()
     header = f"{'section':>9} | {'run':<30} {'events':>9} {'wall s':>7} {'events/s':>9} {'CPU s':>6} {'peak RSS MB':>11} " \
              f"{'vs rest_api':>11} {'vs parquet':>10} {'vs raw':>6}"
@@ -367,6 +395,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="dlt rest_api with defaults reads only this many events (it runs at ~700 events/s; 0: all)")
     parser.add_argument("--latency-peer-events", type=int, default=0,
                         help="cap the raw and parquet peers under latency to this many events (default: all)")
+    parser.add_argument("--install", choices=["production", "current"], default="production",
+                        help="run ours in a fresh production install (uv sync --no-dev; default) or in the current environment")
     parser.add_argument("--no-peers", action="store_true", help="measure only our runs")
     parser.add_argument("--json", help="write the results as JSON to this file")
     parser.add_argument("--baseline", help="a --json result of a smaller run, for the RSS ratio")

@@ -14,6 +14,7 @@ ROWS = {
     "loopback": [
         "ours: initial load",
         "ours: rerun, no change",
+        "ours (dev env): initial load",
         "raw sequential script",
         "dlt rest_api, parquet",
         "dlt rest_api, defaults",
@@ -50,3 +51,7 @@ def test_benchmark_completes_and_prints_every_row(tmp_path):
     first = next(r for r in report["results"] if r["name"] == "ours: initial load")
     assert first["events"] == 5000
     assert report["goals"], "no goal was evaluated"
+    # ours ran as the README installs it: a separate environment without the dev group
+    assert report["ours_python"].startswith("production install")
+    site_packages = tmp_path / "work" / "production-venv" / "lib"
+    assert list(site_packages.glob("python*/site-packages/dlt")) and not list(site_packages.glob("python*/site-packages/pandas"))
