@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Callable, Hashable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from queue import Queue
 from typing import Any
 
@@ -29,8 +30,8 @@ import pyarrow as pa
 
 from pipelines import __version__
 from pipelines.concord import settings
-from pipelines.concord.records import read_page_arrow
-from pipelines.concord.windows import Window
+from pipelines.concord.records import read_page_arrow, to_utc
+from pipelines.concord.windows import MIN_WINDOW, Window
 from pipelines.errors import ApiError, ConfigError
 
 log = logging.getLogger(__name__)
@@ -425,10 +426,36 @@ class _Crawl:
             return False
         self.stats.add(splits=1)
         parts = max(2, self.client.options.concurrency, -(-page.total // max(1, limit // 2)))
-        parts = min(MAX_SPLIT_PARTS, parts)
-        for part in window.split(parts):
+        for part in self._split_from_first_row(window, page, min(MAX_SPLIT_PARTS, parts)):
             self.queue.append((_WindowRead(part, attempt=0), 0))
         return True
+
+    def _split_from_first_row(self, window: Window, page: Page, parts: int) -> tuple[Window, ...]:
+        """`window` in `parts` parts, cut evenly over the time from its first row to its end.
+
+        Pages sorted ascending on a date start with the window's earliest row: a first load from
+        2015 whose rows are all in the last month is cut over that month, not over eleven years of
+        empty parts. The first part reaches back to the window's start: when the API filters on
+        another date, rows from before the first row's date are read there.
+        """
+        begins = self._first_sort_value(page)
+        if begins is None or not window.start + MIN_WINDOW < begins < window.end - MIN_WINDOW:
+            return window.split(parts)
+        first, *rest = Window(begins.replace(microsecond=begins.microsecond // 1000 * 1000), window.end).split(parts)
+        return (Window(window.start, first.end), *rest)
+
+    def _first_sort_value(self, page: Page) -> datetime | None:
+        field_name = self.params.get("sort")
+        if not isinstance(field_name, str) or self.params.get("order", "asc") != "asc" or page.count == 0:
+            return None
+        if page.table is not None:
+            value = page.table.column(field_name)[0].as_py() if field_name in page.table.column_names else None
+        else:
+            value = page.items[0].get(field_name)
+        try:
+            return to_utc(value)
+        except (TypeError, ValueError, OverflowError):
+            return None
 
     def _plan(self, read: _WindowRead, first: Page) -> None:
         read.total = first.total

@@ -1,9 +1,16 @@
 """Property test of drift-safe paging (`_Crawl`) against an in-memory API that changes between pages.
 
-Whatever the page size, silent cap, concurrency and the inserts/moves made while paging, every
-row that existed when the crawl began is delivered, and the crawl ends (windows are re-read, then
-split, until they add up). Moves are updates: the row's dateUpdated jumps to "now", so it leaves its
-place in the sort order, shifting later pages (a gap) and appearing again at the end (an overlap).
+Whatever the page size, silent cap, concurrency, window size limit and the changes made while
+paging, every row that was in the window when the crawl began is delivered (unless it left the
+window), and the crawl ends (windows are re-read, then split, until they add up). The window ends
+when the crawl begins, as a run's window does (run start minus lag). Pages are sorted by
+dateUpdated; the API filters on one of two dates, as the reference leaves open:
+- on dateUpdated: an update moves the row to "now", out of the window, so later pages shift back
+  (a gap); the next run's window, which starts before this one's end, reads it. New rows are
+  dated "now", after the window.
+- on a date that never changes (like consentDate): an update moves the row to the end of the sort
+  order, inside the window (a gap, then an overlap); late rows land inside the window, at the end
+  of the sort order too.
 """
 
 from __future__ import annotations
@@ -24,11 +31,17 @@ BASE = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 class DriftingApi:
-    """Serves [startDate, endDate) sorted by dateUpdated; after each page, maybe inserts or moves rows."""
+    """Serves rows filtered to [startDate, endDate) and sorted by dateUpdated; mutates after each page."""
 
-    def __init__(self, rows: int, limit: int, cap: int, mutations: int, seed: int, concurrency: int, max_window_rows: int = 10_000) -> None:
+    def __init__(
+        self, rows: int, limit: int, cap: int, mutations: int, seed: int, concurrency: int,
+        max_window_rows: int = 10_000, filter_on: str = "updated",
+    ) -> None:  # fmt: skip
         self.updated = {f"r{i}": BASE + timedelta(seconds=i) for i in range(rows)}
+        self.created = dict(self.updated)
+        self.filter_on = filter_on
         self.clock = BASE + timedelta(seconds=rows)
+        self.moved: set[str] = set()
         self.mutations_left = mutations
         self.rng = random.Random(seed)
         self.lock = threading.Lock()
@@ -41,8 +54,9 @@ class DriftingApi:
     def get_page(self, path: str, params: dict[str, Any], offset: int, stats: ResourceStats) -> Page:
         start = datetime.fromisoformat(params["startDate"].replace("Z", "+00:00"))
         end = datetime.fromisoformat(params["endDate"].replace("Z", "+00:00"))
+        filtered = self.updated if self.filter_on == "updated" else self.created
         with self.lock:
-            rows = sorted((u, k) for k, u in self.updated.items() if start <= u < end)
+            rows = sorted((self.updated[k], k) for k, d in filtered.items() if start <= d < end)
             served = rows[offset:offset + min(self.options.page_limit, self.cap)]
             self._mutate()
         stats.add(pages=1)
@@ -53,9 +67,16 @@ class DriftingApi:
             self.mutations_left -= 1
             self.clock += timedelta(milliseconds=self.rng.randint(1, 900))
             if self.rng.random() < 0.5 or not self.updated:
-                self.updated[f"n{len(self.updated)}"] = self.clock
+                row = f"n{len(self.updated)}"
+                late = BASE + timedelta(milliseconds=self.rng.randint(0, 250_000))
+                self.created[row] = self.clock if self.filter_on == "updated" else late
             else:
-                self.updated[self.rng.choice(sorted(self.updated))] = self.clock
+                row = self.rng.choice(sorted(self.updated))
+                self.moved.add(row)
+            self.updated[row] = self.clock
+
+    def left_the_window(self) -> set[str]:
+        return self.moved if self.filter_on == "updated" else set()
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -67,18 +88,23 @@ class DriftingApi:
     seed=st.integers(0, 10**6),
     concurrency=st.integers(1, 4),
     max_window_rows=st.sampled_from([10_000, 40]),
+    filter_on=st.sampled_from(["updated", "created"]),
+    sorted_query=st.booleans(),  # with sort=updated&order=asc, too-big windows are cut from their first row
 )
-def test_every_row_present_at_the_start_is_delivered(rows, limit, cap, mutations, seed, concurrency, max_window_rows):
-    api = DriftingApi(rows, limit, cap, mutations, seed, concurrency, max_window_rows)
+def test_every_row_present_at_the_start_is_delivered(
+    rows, limit, cap, mutations, seed, concurrency, max_window_rows, filter_on, sorted_query
+):  # fmt: skip
+    api = DriftingApi(rows, limit, cap, mutations, seed, concurrency, max_window_rows, filter_on)
     at_start = set(api.updated)
     stats = ResourceStats()
-    window = Window(BASE, BASE + timedelta(days=1))
+    window = Window(BASE, api.clock + timedelta(milliseconds=1))
+    query = {"sort": "updated", "order": "asc"} if sorted_query else {}
     try:
-        crawl = _Crawl(api, "/items", {}, lambda item: item["id"], stats)  # type: ignore[arg-type]
+        crawl = _Crawl(api, "/items", query, lambda item: item["id"], stats)  # type: ignore[arg-type]
         delivered = {item["id"] for page in crawl.run(window) for item in page}
     finally:
         api._pool.shutdown(cancel_futures=True)
-    missing = at_start - delivered
+    missing = at_start - api.left_the_window() - delivered
     assert not missing, f"{len(missing)} rows lost (rereads {stats.rereads}, splits {stats.splits})"
     if mutations == api.mutations_left and rows <= max_window_rows:  # nothing changed: one read, no re-reads
         assert stats.rereads == stats.splits == 0
@@ -92,6 +118,22 @@ def test_a_window_too_big_to_read_at_once_is_cut_in_one_go():
     try:
         crawl = _Crawl(api, "/items", {}, lambda item: item["id"], stats)  # type: ignore[arg-type]
         delivered = [item["id"] for page in crawl.run(Window(BASE, BASE + timedelta(days=1))) for item in page]
+    finally:
+        api._pool.shutdown(cancel_futures=True)
+    assert sorted(delivered) == sorted(api.updated)
+    assert stats.splits == 1
+    assert stats.pages == 1 + 100  # the first page, which told the total, and the parts' pages
+
+
+def test_a_too_big_window_whose_rows_sit_at_its_end_is_cut_where_the_rows_begin():
+    """A first load from long ago whose 1,000 rows are all in its last hour: parts over that hour only."""
+    api = DriftingApi(0, 10, 1000, 0, 0, 4, max_window_rows=100)
+    last_hour = BASE + timedelta(days=30) - timedelta(hours=1)
+    api.updated = {f"r{i}": last_hour + timedelta(seconds=3.6 * i) for i in range(1000)}
+    stats = ResourceStats()
+    try:
+        crawl = _Crawl(api, "/items", {"sort": "updated", "order": "asc"}, lambda item: item["id"], stats)  # type: ignore[arg-type]
+        delivered = [item["id"] for page in crawl.run(Window(BASE, BASE + timedelta(days=30))) for item in page]
     finally:
         api._pool.shutdown(cancel_futures=True)
     assert sorted(delivered) == sorted(api.updated)
