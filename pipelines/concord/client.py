@@ -6,7 +6,9 @@ Paging rules, chosen for real servers rather than our sandbox:
 - once the first page gives `total`, fetch the rest of the window concurrently (bounded);
 - a window is accepted only when its pages add up: every page reports the same `total` and the
   distinct keys received equal it. Otherwise it is read again, then split in halves, down to
-  windows that fit in one response (which is consistent by construction).
+  windows that fit in one response (which is consistent by construction);
+- a window whose first page reports more than `max_window_rows` is cut at once into parts of
+  about half that, spread over the time from its first row to its end.
 """
 
 from __future__ import annotations
