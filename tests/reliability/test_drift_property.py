@@ -79,6 +79,16 @@ class DriftingApi:
         return self.moved if self.filter_on == "updated" else set()
 
 
+def crawl_all(api: DriftingApi, window: Window, query: dict[str, Any] | None = None) -> tuple[list[str], ResourceStats]:
+    """The ids of every item the crawl delivers over `window`, and its stats."""
+    stats = ResourceStats()
+    try:
+        crawl = _Crawl(api, "/items", query or {}, lambda item: item["id"], stats)  # type: ignore[arg-type]
+        return [item["id"] for page in crawl.run(window) for item in page], stats
+    finally:
+        api._pool.shutdown(cancel_futures=True)
+
+
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     rows=st.integers(0, 250),
@@ -96,15 +106,9 @@ def test_every_row_present_at_the_start_is_delivered(
 ):  # fmt: skip
     api = DriftingApi(rows, limit, cap, mutations, seed, concurrency, max_window_rows, filter_on)
     at_start = set(api.updated)
-    stats = ResourceStats()
-    window = Window(BASE, api.clock + timedelta(milliseconds=1))
     query = {"sort": "updated", "order": "asc"} if sorted_query else {}
-    try:
-        crawl = _Crawl(api, "/items", query, lambda item: item["id"], stats)  # type: ignore[arg-type]
-        delivered = {item["id"] for page in crawl.run(window) for item in page}
-    finally:
-        api._pool.shutdown(cancel_futures=True)
-    missing = at_start - api.left_the_window() - delivered
+    delivered, stats = crawl_all(api, Window(BASE, api.clock + timedelta(milliseconds=1)), query)
+    missing = at_start - api.left_the_window() - set(delivered)
     assert not missing, f"{len(missing)} rows lost (rereads {stats.rereads}, splits {stats.splits})"
     if mutations == api.mutations_left and rows <= max_window_rows:  # nothing changed: one read, no re-reads
         assert stats.rereads == stats.splits == 0
@@ -114,12 +118,7 @@ def test_a_window_too_big_to_read_at_once_is_cut_in_one_go():
     """1,000 rows over a day with 100 rows per window at most: one cut into 20 parts, not halving four deep."""
     api = DriftingApi(1000, 10, 1000, 0, 0, 4, max_window_rows=100)
     api.updated = {f"r{i}": BASE + timedelta(seconds=86.4 * i) for i in range(1000)}
-    stats = ResourceStats()
-    try:
-        crawl = _Crawl(api, "/items", {}, lambda item: item["id"], stats)  # type: ignore[arg-type]
-        delivered = [item["id"] for page in crawl.run(Window(BASE, BASE + timedelta(days=1))) for item in page]
-    finally:
-        api._pool.shutdown(cancel_futures=True)
+    delivered, stats = crawl_all(api, Window(BASE, BASE + timedelta(days=1)))
     assert sorted(delivered) == sorted(api.updated)
     assert stats.splits == 1
     assert stats.pages == 1 + 100  # the first page, which told the total, and the parts' pages
@@ -130,12 +129,7 @@ def test_a_too_big_window_whose_rows_sit_at_its_end_is_cut_where_the_rows_begin(
     api = DriftingApi(0, 10, 1000, 0, 0, 4, max_window_rows=100)
     last_hour = BASE + timedelta(days=30) - timedelta(hours=1)
     api.updated = {f"r{i}": last_hour + timedelta(seconds=3.6 * i) for i in range(1000)}
-    stats = ResourceStats()
-    try:
-        crawl = _Crawl(api, "/items", {"sort": "updated", "order": "asc"}, lambda item: item["id"], stats)  # type: ignore[arg-type]
-        delivered = [item["id"] for page in crawl.run(Window(BASE, BASE + timedelta(days=30))) for item in page]
-    finally:
-        api._pool.shutdown(cancel_futures=True)
+    delivered, stats = crawl_all(api, Window(BASE, BASE + timedelta(days=30)), {"sort": "updated", "order": "asc"})
     assert sorted(delivered) == sorted(api.updated)
     assert stats.splits == 1
     assert stats.pages == 1 + 100  # the first page, which told the total, and the parts' pages
