@@ -40,7 +40,6 @@ log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_SPLIT_PARTS = 64  # a window too big to read at once is cut into at most this many parts
-KeyFn = Callable[[dict[str, Any]], Hashable]
 
 
 @dataclass
@@ -254,7 +253,7 @@ class ConcordClient:
         `first_page` is the window's page at offset 0 when the caller already has it (it looked at
         the total first): the crawl starts from it instead of requesting it again.
         """
-        crawl = _Crawl(self, path, params, key_function(key), stats, key if arrow else None)
+        crawl = _Crawl(self, path, params, key, stats, arrow)
         yield from crawl.run(window, first_page)
 
     def get_json_each(self, path: str, queries: list[dict[str, Any]], stats: ResourceStats) -> Iterator[Any]:
@@ -268,12 +267,14 @@ class ConcordClient:
                 future.cancel()
 
 
-def key_function(fields: tuple[str, ...]) -> KeyFn:
-    """The dict-item key matching what _Crawl takes column-wise from arrow pages."""
-    if len(fields) == 1:
-        field_name = fields[0]
-        return lambda item: item.get(field_name)
-    return lambda item: tuple(item.get(f) for f in fields)
+def page_keys(page: Page, fields: tuple[str, ...]) -> list[Hashable]:
+    """The keys of a page's items, in order: column-wise from a table, item by item from dicts."""
+    if page.table is not None:
+        table = page.table
+        columns = [table.column(f).to_pylist() if f in table.column_names else [None] * table.num_rows for f in fields]
+    else:
+        columns = [[item.get(f) for item in page.items] for f in fields]
+    return columns[0] if len(columns) == 1 else list(zip(*columns, strict=True))
 
 
 class _Retryable(Exception):
@@ -313,12 +314,12 @@ class _Crawl:
         client: ConcordClient,
         path: str,
         params: dict[str, Any],
-        key: KeyFn,
+        key: tuple[str, ...],
         stats: ResourceStats,
-        key_columns: tuple[str, ...] | None = None,
+        arrow: bool = False,
     ) -> None:
         self.client, self.path, self.params, self.key, self.stats = client, path, params, key, stats
-        self.key_columns = key_columns
+        self.arrow = arrow
         self.queue: deque[tuple[_WindowRead, int]] = deque()
         self.inflight: dict[Future[Page], tuple[_WindowRead, int]] = {}
         self.finished: Queue[Future[Page]] = Queue()
@@ -362,10 +363,7 @@ class _Crawl:
         while self.queue and not self.closed and self._running() < 2 * limit and self.finished.qsize() < limit:
             read, offset = self.queue.popleft()
             params = {**self.params, **(read.window.params() if read.window else {})}
-            if self.key_columns:
-                future = self.client._pool.submit(self.client.get_page, self.path, params, offset, self.stats, True)
-            else:
-                future = self.client._pool.submit(self.client.get_page, self.path, params, offset, self.stats)
+            future = self.client._pool.submit(self.client.get_page, self.path, params, offset, self.stats, self.arrow)
             self.inflight[future] = (read, offset)
             future.add_done_callback(self._completed)
 
@@ -385,34 +383,24 @@ class _Crawl:
             self._plan(read, page)
         read.outstanding -= 1
         read.totals.add(page.total)
-        fresh = self._fresh_table(read, page.table) if page.table is not None else self._fresh_items(read, page.items)
+        fresh = self._fresh(read, page)
         self._fill_gap(read, offset, page.count)
         if read.outstanding == 0:
             self._finish(read)
         self.stats.add(items=len(fresh))
         return fresh
 
-    def _fresh_items(self, read: _WindowRead, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        fresh = []
-        for item in items:
-            item_key = self.key(item)
-            if item_key not in read.keys:
-                read.keys.add(item_key)
-                fresh.append(item)
-        return fresh
-
-    def _fresh_table(self, read: _WindowRead, table: pa.Table) -> pa.Table:
-        """Rows whose key this read has not delivered yet (keys taken column-wise)."""
-        assert self.key_columns
-        columns = [table.column(c).to_pylist() if c in table.column_names else [None] * table.num_rows for c in self.key_columns]
-        keys = columns[0] if len(columns) == 1 else list(zip(*columns, strict=True))
+    def _fresh(self, read: _WindowRead, page: Page) -> list[dict[str, Any]] | pa.Table:
+        """The page's items whose key this read has not delivered yet (a table stays a table)."""
         mask = []
-        for item_key in keys:
+        for item_key in page_keys(page, self.key):
             new = item_key not in read.keys
             if new:
                 read.keys.add(item_key)
             mask.append(new)
-        return table if all(mask) else table.filter(pa.array(mask, pa.bool_()))
+        if page.table is not None:
+            return page.table if all(mask) else page.table.filter(pa.array(mask, pa.bool_()))
+        return [item for item, new in zip(page.items, mask, strict=True) if new]
 
     def _too_big(self, read: _WindowRead, page: Page) -> bool:
         """Split a window holding more than `max_window_rows` into parts of about half that many.

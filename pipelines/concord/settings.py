@@ -24,7 +24,6 @@ MAX_WINDOW_ROWS = 100_000  # a window larger than this is split so id tracking s
 ARROW_BATCH_ROWS = 10_000  # pages are joined into arrow tables of this many rows before dlt sees them
 SLICE_ROWS = 1_000_000  # a first load or backfill bigger than this is loaded in slices of 500,000 to 1,000,000 rows
 RELEASE_MEMORY_AFTER_ROWS = 100_000  # a resource that read this many rows hands freed memory back before the load
-MAX_WINDOW_ATTEMPTS = 4  # re-reads of a window whose pages did not add up before giving up
 
 # dlt settings the export runs with wherever it is started (registered as dlt's lowest-precedence config
 # provider, so .dlt/config.toml and env vars still override them). Measured with benchmarks/throughput.py.

@@ -51,7 +51,7 @@ class DriftingApi:
         self.cap = cap
         self._pool = ThreadPoolExecutor(max_workers=concurrency)
 
-    def get_page(self, path: str, params: dict[str, Any], offset: int, stats: ResourceStats) -> Page:
+    def get_page(self, path: str, params: dict[str, Any], offset: int, stats: ResourceStats, arrow: bool = False) -> Page:
         start = datetime.fromisoformat(params["startDate"].replace("Z", "+00:00"))
         end = datetime.fromisoformat(params["endDate"].replace("Z", "+00:00"))
         filtered = self.updated if self.filter_on == "updated" else self.created
@@ -83,7 +83,7 @@ def crawl_all(api: DriftingApi, window: Window, query: dict[str, Any] | None = N
     """The ids of every item the crawl delivers over `window`, and its stats."""
     stats = ResourceStats()
     try:
-        crawl = _Crawl(api, "/items", query or {}, lambda item: item["id"], stats)  # type: ignore[arg-type]
+        crawl = _Crawl(api, "/items", query or {}, ("id",), stats)  # type: ignore[arg-type]
         return [item["id"] for page in crawl.run(window) for item in page], stats
     finally:
         api._pool.shutdown(cancel_futures=True)
