@@ -18,7 +18,7 @@ tree if larger). Ratios are events/s over the peer's events/s. Goals are checked
 
 Our runs use, by default, an interpreter with the project installed as the README's main command
 installs it (`uv sync --no-dev --frozen` into the work dir): no dev group, so no pandas, which
-DuckDB's Python client imports for any query with parameters when it can (+30 MB of RSS). The same
+DuckDB's Python client imports for any query with parameters when it can (+30-65 MB of RSS). The same
 first load is also run once in the current (dev) environment, to show that difference;
 `--install current` runs everything in the current environment.
 

@@ -33,7 +33,7 @@ import pyarrow as pa
 from pipelines import __version__
 from pipelines.concord import settings
 from pipelines.concord.records import read_page_arrow, to_utc
-from pipelines.concord.windows import MIN_WINDOW, Window
+from pipelines.concord.windows import MIN_WINDOW, Window, whole_ms
 from pipelines.errors import ApiError, ConfigError
 
 log = logging.getLogger(__name__)
@@ -431,7 +431,7 @@ class _Crawl:
         begins = self._first_sort_value(page)
         if begins is None or not window.start + MIN_WINDOW < begins < window.end - MIN_WINDOW:
             return window.split(parts)
-        first, *rest = Window(begins.replace(microsecond=begins.microsecond // 1000 * 1000), window.end).split(parts)
+        first, *rest = Window(whole_ms(begins), window.end).split(parts)
         return (Window(window.start, first.end), *rest)
 
     def _first_sort_value(self, page: Page) -> datetime | None:

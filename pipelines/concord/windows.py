@@ -26,7 +26,7 @@ class Window:
         parts = max(1, min(parts, (self.end - self.start) // MIN_WINDOW))
         bounds = [self.start]
         for i in range(1, parts):
-            bound = _whole_ms(self.start + (self.end - self.start) * i / parts)
+            bound = whole_ms(self.start + (self.end - self.start) * i / parts)
             if bound > bounds[-1]:
                 bounds.append(bound)
         bounds.append(self.end)
@@ -99,7 +99,7 @@ def slice_end(window: Window, count: Callable[[Window], int], max_rows: int, flo
         fraction = 0.5
         if step % 2 == 0 and lo_count is not None and hi_count > lo_count:
             fraction = min(0.9, max(0.1, (0.75 * max_rows - lo_count) / (hi_count - lo_count)))
-        middle = _whole_ms(lo + (hi - lo) * fraction)
+        middle = whole_ms(lo + (hi - lo) * fraction)
         if middle <= lo or middle >= hi:
             break
         rows = count(Window(window.start, middle))
@@ -112,5 +112,6 @@ def slice_end(window: Window, count: Callable[[Window], int], max_rows: int, flo
     return lo if found else hi
 
 
-def _whole_ms(moment: datetime) -> datetime:
+def whole_ms(moment: datetime) -> datetime:
+    """`moment` cut to whole milliseconds, the precision of the API's date filter."""
     return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
