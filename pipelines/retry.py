@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import email.utils
 import random
+import threading
 import time
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC
 
@@ -58,3 +62,66 @@ class RetryPolicy:
         if asked is None or asked <= backoff:
             return backoff
         return min(asked, max(self.retry_after_max, backoff))
+
+
+class AdaptivePace:
+    """Requests in flight, and their pace once the server has said 429: additive increase, multiplicative decrease.
+
+    Until the first 429 only `concurrency` bounds the requests. A 429 sets a pace (a minimum
+    interval between request starts) from the rate that was succeeding, and each later 429 (at
+    most one per `cut_every` seconds, as a burst of 429s is one signal) slows it by `cut`; every
+    success speeds it up a little. A rate-limited API is then used close to its limit with few
+    429s, instead of spending every request's retries in a burst.
+    """
+
+    def __init__(self, concurrency: int, cut: float = 1.25, gain: float = 0.997, cut_every: float = 0.3) -> None:
+        self.concurrency = max(1, concurrency)
+        self.cut, self.gain, self.cut_every = cut, gain, cut_every
+        self._cond = threading.Condition()
+        self._inflight = 0
+        self.interval = 0.0  # seconds between request starts; 0 until the server pushes back
+        self._next_start = 0.0
+        self._last_cut = 0.0
+        self._successes: deque[float] = deque(maxlen=64)
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        with self._cond:
+            while self._inflight >= self.concurrency:
+                self._cond.wait()
+            self._inflight += 1
+            now = time.monotonic()
+            start = max(now, self._next_start)
+            self._next_start = start + self.interval
+        try:
+            if start > now:
+                time.sleep(start - now)
+            yield
+        finally:
+            with self._cond:
+                self._inflight -= 1
+                self._cond.notify()
+
+    def succeeded(self) -> None:
+        with self._cond:
+            self._successes.append(time.monotonic())
+            if self.interval:
+                self.interval *= self.gain
+
+    def throttled(self) -> None:
+        with self._cond:
+            now = time.monotonic()
+            if self.interval == 0.0:
+                self.interval = 1.0 / max(1.0, self._recent_rate(now))
+            elif now - self._last_cut >= self.cut_every:
+                self.interval *= self.cut
+            else:
+                return
+            self._last_cut = now
+            self._next_start = max(self._next_start, now + self.interval)
+
+    def _recent_rate(self, now: float) -> float:
+        recent = [t for t in self._successes if now - t <= 2.0]
+        if len(recent) < 2:
+            return 1.0
+        return len(recent) / max(now - recent[0], 0.2)

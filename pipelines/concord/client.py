@@ -1,29 +1,20 @@
-"""HTTP client for the Concord Privacy API: auth, timeouts, retries, paging and error mapping.
+"""HTTP client for the Concord Privacy API: auth, timeouts, retries, pacing and error mapping.
 
-Paging rules, chosen for real servers rather than our sandbox:
-- advance by the number of items actually received, never by the requested `limit` (servers
-  may cap a page silently, or answer an odd page size);
-- once the first page gives `total`, fetch the rest of the window concurrently (bounded);
-- a window is accepted only when its pages add up: every page reports the same `total` and the
-  distinct keys received equal it. Otherwise it is read again, then split in halves, down to
-  windows that fit in one response (which is consistent by construction);
-- a window whose first page reports more than `max_window_rows` is cut at once into parts of
-  about half that, spread over the time from its first row to its end.
+Paging itself (how pages of a window are requested and checked) is `crawl.Crawl`; this module
+owns the transport: one request and its retries, the pace a rate-limited server allows, the
+server's clock (its `Date` header), and what each HTTP error means for the user.
 """
 
 from __future__ import annotations
 
 import email.utils
 import logging
-import random
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
-from queue import Queue
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -32,14 +23,21 @@ import pyarrow as pa
 
 from pipelines import __version__
 from pipelines.concord import settings
-from pipelines.concord.records import read_page_arrow, to_utc
-from pipelines.concord.windows import MIN_WINDOW, Window, whole_ms
+from pipelines.concord.crawl import Crawl, DeepPagingRefused, Page, page_keys
+from pipelines.concord.records import read_page_arrow
+from pipelines.concord.windows import Window
 from pipelines.errors import ApiError, ConfigError
+from pipelines.retry import AdaptivePace, RetryPolicy
+
+__all__ = ["ClientOptions", "ConcordClient", "Page", "ResourceStats", "page_keys"]
 
 log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-MAX_SPLIT_PARTS = 64  # a window too big to read at once is cut into at most this many parts
+# A 4xx for a page past the first is the server refusing to page that deep (Elasticsearch answers
+# 400 "Result window is too large"; others 404, 413, 416 or 422): the window is cut, not failed.
+DEEP_PAGING_STATUSES = frozenset({400, 404, 413, 416, 422})
+CLOCK_WARNING = 300.0  # seconds between the host's clock and the server's that earn a warning
 
 
 @dataclass
@@ -57,7 +55,13 @@ class ClientOptions:
     backoff_max: float = 30.0
     retry_after_max: float = 120.0
     max_window_rows: int = settings.MAX_WINDOW_ROWS
-    window_attempts: int = 2  # full re-reads of a drifting window before it is split
+    max_offset: int = settings.MAX_OFFSET  # offsets stay below this (0: no limit); lowered when a server refuses one
+    window_attempts: int = 2  # reads of a window that does not add up before it is split
+    max_throttled: int = 30  # 429s one request may meet before the run gives up
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(self.max_retries, self.backoff_base, self.backoff_max, self.retry_after_max)
 
 
 @dataclass
@@ -67,32 +71,19 @@ class ResourceStats:
     pages: int = 0
     requests: int = 0
     retries: int = 0
+    throttled: int = 0  # 429 answers (each also counted in retries)
     rereads: int = 0
     splits: int = 0
     items: int = 0
     seconds: float = 0.0
     unfinished: bool = False  # this run read a slice of the window; the runner runs again for the rest
+    skipped: list[str] = field(default_factory=list)  # projects left out of this resource, and why
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, **counts: float) -> None:
         with self._lock:
             for name, value in counts.items():
                 setattr(self, name, getattr(self, name) + value)
-
-
-@dataclass
-class Page:
-    """One response: items as dicts, or (arrow path) as a table of flattened columns."""
-
-    offset: int
-    requested: int
-    total: int
-    items: list[dict[str, Any]]
-    table: pa.Table | None = None
-
-    @property
-    def count(self) -> int:
-        return self.table.num_rows if self.table is not None else len(self.items)
 
 
 class GarbageResponse(Exception):
@@ -117,7 +108,8 @@ class ConcordClient:
         # `concurrency` bounds the HTTP requests in flight; twice as many workers let a page be
         # decoded while its slot already carries the next request (with 50 ms of latency per
         # request, holding the slot through decoding cost ~25% of the throughput).
-        self._http_slots = threading.BoundedSemaphore(max(1, options.concurrency))
+        self.pace = AdaptivePace(options.concurrency)
+        self._clock_offset: float | None = None  # server time minus host time, from the last `Date` header
         self._pool = ThreadPoolExecutor(max_workers=2 * max(1, options.concurrency), thread_name_prefix="concord-http")
 
     def close(self) -> None:
@@ -137,42 +129,99 @@ class ConcordClient:
 
     def get_json(self, path: str, params: dict[str, Any], stats: ResourceStats, decode: Callable[[httpx.Response], Any] | None = None) -> Any:
         """GET with retries on 429/5xx/connection errors/garbage bodies; 4xx become clear errors."""
-        attempt = 0
+        attempt = throttled = 0
+        policy = self.options.retry_policy
         while True:
             stats.add(requests=1)
             try:
-                with self._http_slots:
+                with self.pace.slot():
                     response = self._http.get(path, params=params)
+                self._observe_clock(response)
+                if response.status_code == 429:
+                    self.pace.throttled()
+                    raise _Throttled(response)
                 if response.status_code in RETRY_STATUSES:
                     raise _Retryable(response)
                 if response.status_code >= 400:
-                    raise self._client_error(response, path)
+                    raise self._client_error(response, path, params)
+                self.pace.succeeded()
                 return (decode or self._decode)(response)
+            except _Throttled as err:
+                # A rate limit is not a fault: its own, larger budget, and backoff that stops growing
+                # at 8 x base (the pace, not one request's wait, is what spares the server).
+                if throttled >= self.options.max_throttled:
+                    raise self._exhausted(err, path, attempt + throttled) from None
+                delay = policy.delay(min(throttled, 4), err.response.headers.get("retry-after"))
+                stats.add(retries=1, throttled=1)
+                throttled += 1
+                time.sleep(delay)
             except (_Retryable, httpx.TransportError, GarbageResponse) as err:
                 budget = self.options.connect_retries if isinstance(err, httpx.ConnectError) else self.options.max_retries
                 if attempt >= budget:
-                    raise self._exhausted(err, path, attempt) from None
-                delay = self._delay(err, attempt)
+                    raise self._exhausted(err, path, attempt + throttled) from None
+                retry_after = err.response.headers.get("retry-after") if isinstance(err, _Retryable) else None
+                delay = policy.delay(attempt, retry_after)
                 log.info("retrying %s in %.2fs after %s", path, delay, _describe(err))
                 stats.add(retries=1)
                 attempt += 1
                 time.sleep(delay)
 
-    def get_page(self, path: str, params: dict[str, Any], offset: int, stats: ResourceStats, arrow: bool = False) -> Page:
-        limit = self.options.page_limit
+    def get_page(self, path: str, params: dict[str, Any], offset: int, stats: ResourceStats, arrow: bool = False,
+                 limit: int | None = None) -> Page:  # fmt: skip
+        limit = limit or self.options.page_limit
         query = {**params, "offset": offset, "limit": limit}
-        if arrow:
-            page = self.get_json(path, query, stats, decode=lambda r: self._decode_arrow(r, offset, limit, path))
-        else:
-            items, total = _page_fields(self.get_json(path, query, stats), path)
-            page = Page(offset=offset, requested=limit, total=total, items=items)
+        try:
+            if arrow:
+                page = self.get_json(path, query, stats, decode=lambda r: self._decode_arrow(r, offset, limit, path))
+            else:
+                items, total = _page_fields(self.get_json(path, query, stats), path)
+                page = Page(offset=offset, requested=limit, total=total, items=items)
+        except _DeepPage as refused:
+            raise DeepPagingRefused(offset, limit, refused.status, refused.message) from None
         stats.add(pages=1)
         return page
 
-    def count(self, path: str, params: dict[str, Any], stats: ResourceStats) -> int:
-        """Rows matching `params`: the `total` of a one-item page."""
+    def count(self, path: str, params: dict[str, Any], stats: ResourceStats) -> int | None:
+        """Rows matching `params`: the `total` of a one-item page (None when the server gives none)."""
         _, total = _page_fields(self.get_json(path, {**params, "offset": 0, "limit": 1}, stats), path)
         return total
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        return self._pool.submit(fn, *args)
+
+    # -- the server's clock ------------------------------------------------------------------
+
+    def _observe_clock(self, response: httpx.Response) -> None:
+        header = response.headers.get("date")
+        if not header:
+            return
+        try:
+            server = email.utils.parsedate_to_datetime(header)
+        except (TypeError, ValueError, IndexError):
+            return
+        if server is None:
+            return
+        if server.tzinfo is None:
+            server = server.replace(tzinfo=UTC)
+        self._clock_offset = server.timestamp() - time.time()
+
+    def server_now(self) -> datetime:
+        """The server's time (from its `Date` header), asking it once if no answer has shown it yet.
+
+        Windows end at the server's time, so a host clock that jumps ahead cannot move a cursor
+        past rows that do not exist yet. Without a `Date` header the host's clock is used.
+        """
+        if self._clock_offset is None:
+            self.get_json(self.path(settings.PROJECTS.endpoint), {"offset": 0, "limit": 1}, ResourceStats())
+        if self._clock_offset is None:
+            log.warning("the API sends no Date header: windows end at this host's clock")
+            return datetime.now(tz=UTC)
+        if abs(self._clock_offset) > CLOCK_WARNING:
+            log.warning(
+                "this host's clock is %.0f s %s the API server's: windows follow the server's clock; fix the host's (NTP)",
+                abs(self._clock_offset), "behind" if self._clock_offset > 0 else "ahead of",
+            )
+        return datetime.fromtimestamp(time.time() + self._clock_offset, tz=UTC)
 
     def _decode_arrow(self, response: httpx.Response, offset: int, limit: int, path: str) -> Page:
         """Arrow's JSON reader first; a page it cannot read (mixed types, odd shape) takes the dict path."""
@@ -181,9 +230,7 @@ class ConcordClient:
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
             items, total = _page_fields(self._decode(response), path)
             return Page(offset=offset, requested=limit, total=total, items=items)
-        if not isinstance(total, int):
-            total = offset + table.num_rows
-        return Page(offset=offset, requested=limit, total=total, items=[], table=table)
+        return Page(offset=offset, requested=limit, total=total if isinstance(total, int) else None, items=[], table=table)
 
     def _decode(self, response: httpx.Response) -> Any:
         try:
@@ -192,18 +239,13 @@ class ConcordClient:
             kind = response.headers.get("content-type", "unknown content type").split(";")[0]
             raise GarbageResponse(f"a body that is not JSON ({kind}, {len(response.content)} bytes)") from None
 
-    def _delay(self, err: Exception, attempt: int) -> float:
-        backoff = min(self.options.backoff_max, self.options.backoff_base * 2**attempt)
-        backoff *= 0.5 + random.random() / 2  # jitter so concurrent workers do not retry in step
-        if isinstance(err, _Retryable):
-            retry_after = _retry_after_seconds(err.response.headers.get("retry-after"))
-            if retry_after is not None:
-                return min(max(retry_after, 0.0), self.options.retry_after_max)
-        return backoff
-
-    def _client_error(self, response: httpx.Response, path: str) -> Exception:
+    def _client_error(self, response: httpx.Response, path: str, params: dict[str, Any]) -> Exception:
         status, message = response.status_code, _error_message(response)
         org = self.options.organization_id
+        if status in DEEP_PAGING_STATUSES and int(params.get("offset") or 0) > 0:
+            return _DeepPage(status, message)
+        if status in (403, 404) and "/projects/" in path:
+            return ResourceUnavailable(status, path, message)
         if status == 401:
             return ConfigError(
                 f"the Concord API refused the request as unauthenticated (401: {message}); "
@@ -253,8 +295,7 @@ class ConcordClient:
         `first_page` is the window's page at offset 0 when the caller already has it (it looked at
         the total first): the crawl starts from it instead of requesting it again.
         """
-        crawl = _Crawl(self, path, params, key, stats, arrow)
-        yield from crawl.run(window, first_page)
+        yield from Crawl(self, path, params, key, stats, arrow).run(window, first_page)
 
     def get_json_each(self, path: str, queries: list[dict[str, Any]], stats: ResourceStats) -> Iterator[Any]:
         """One GET per query, `concurrency` at a time, answers in the order of `queries`."""
@@ -267,247 +308,39 @@ class ConcordClient:
                 future.cancel()
 
 
-def page_keys(page: Page, fields: tuple[str, ...]) -> list[Hashable]:
-    """The keys of a page's items, in order: column-wise from a table, item by item from dicts."""
-    if page.table is not None:
-        table = page.table
-        columns = [table.column(f).to_pylist() if f in table.column_names else [None] * table.num_rows for f in fields]
-    else:
-        columns = [[item.get(f) for item in page.items] for f in fields]
-    return columns[0] if len(columns) == 1 else list(zip(*columns, strict=True))
-
-
 class _Retryable(Exception):
     def __init__(self, response: httpx.Response) -> None:
         super().__init__(f"HTTP {response.status_code}")
         self.response = response
 
 
-@dataclass
-class _WindowRead:
-    """One read of one window: what its pages said, to decide whether they add up."""
-
-    window: Window | None
-    attempt: int
-    total: int = -1
-    step: int = 0
-    outstanding: int = 0
-    totals: set[int] = field(default_factory=set)
-    keys: set[Hashable] = field(default_factory=set)
-    scheduled: set[int] = field(default_factory=set)
-
-    def consistent(self) -> bool:
-        return self.totals == {self.total} and len(self.keys) == self.total
+class _Throttled(_Retryable):
+    """A 429: the server's rate limit."""
 
 
-class _Crawl:
-    """Schedules probe and page requests over a thread pool and yields pages as they complete.
+class _DeepPage(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status, self.message = status, message
 
-    Requests are topped up from the pool's completion callbacks, not only when the consumer asks
-    for the next page: while dlt writes a batch, the next pages keep arriving (at most
-    `concurrency` requests on the wire, as many more decoding or queued, and `concurrency` finished
-    but not yet consumed).
+
+class ResourceUnavailable(ConfigError):
+    """A 403/404 on one project's sub-resource (no scan configured, no access to that project).
+
+    The source skips that project for that resource and says so; organization-level 401/403/404
+    stay fatal.
     """
 
-    def __init__(
-        self,
-        client: ConcordClient,
-        path: str,
-        params: dict[str, Any],
-        key: tuple[str, ...],
-        stats: ResourceStats,
-        arrow: bool = False,
-    ) -> None:
-        self.client, self.path, self.params, self.key, self.stats = client, path, params, key, stats
-        self.arrow = arrow
-        self.queue: deque[tuple[_WindowRead, int]] = deque()
-        self.inflight: dict[Future[Page], tuple[_WindowRead, int]] = {}
-        self.finished: Queue[Future[Page]] = Queue()
-        self.lock = threading.RLock()  # re-entrant: a future that is already done calls back at once
-        self.closed = False
-
-    def run(self, window: Window | None, first_page: Page | None = None) -> Iterator[list[dict[str, Any]]]:
-        read = _WindowRead(window, attempt=0)
-        if first_page is None:
-            self.queue.append((read, 0))
-        try:
-            if first_page is not None:
-                with self.lock:
-                    items = self._handle(read, 0, first_page)
-                if len(items):
-                    yield items
-            while True:
-                with self.lock:
-                    self._fill()
-                    if not self.inflight and self.finished.empty():
-                        return
-                future = self.finished.get()
-                with self.lock:
-                    read, offset = self.inflight.pop(future)
-                    items = self._handle(read, offset, future.result())
-                if len(items):
-                    yield items
-        finally:
-            with self.lock:
-                self.closed = True
-                for future in self.inflight:
-                    future.cancel()
-
-    def _fill(self) -> None:
-        """Submit queued requests while fewer than 2 x `concurrency` are running (call under the lock).
-
-        The client lets `concurrency` of them be on the wire at once; the others are decoding, or
-        waiting for a slot so that the next request goes out the moment one frees up.
-        """
-        limit = self.client.options.concurrency
-        while self.queue and not self.closed and self._running() < 2 * limit and self.finished.qsize() < limit:
-            read, offset = self.queue.popleft()
-            params = {**self.params, **(read.window.params() if read.window else {})}
-            future = self.client._pool.submit(self.client.get_page, self.path, params, offset, self.stats, self.arrow)
-            self.inflight[future] = (read, offset)
-            future.add_done_callback(self._completed)
-
-    def _running(self) -> int:
-        return sum(1 for future in self.inflight if not future.done())
-
-    def _completed(self, future: Future[Page]) -> None:
-        with self.lock:
-            self.finished.put(future)
-            if self.finished.qsize() < self.client.options.concurrency:
-                self._fill()
-
-    def _handle(self, read: _WindowRead, offset: int, page: Page) -> list[dict[str, Any]] | pa.Table:
-        if read.total < 0:  # the first page of this read
-            if self._too_big(read, page):
-                return []
-            self._plan(read, page)
-        read.outstanding -= 1
-        read.totals.add(page.total)
-        fresh = self._fresh(read, page)
-        self._fill_gap(read, offset, page.count)
-        if read.outstanding == 0:
-            self._finish(read)
-        self.stats.add(items=len(fresh))
-        return fresh
-
-    def _fresh(self, read: _WindowRead, page: Page) -> list[dict[str, Any]] | pa.Table:
-        """The page's items whose key this read has not delivered yet (a table stays a table)."""
-        mask = []
-        for item_key in page_keys(page, self.key):
-            new = item_key not in read.keys
-            if new:
-                read.keys.add(item_key)
-            mask.append(new)
-        if page.table is not None:
-            return page.table if all(mask) else page.table.filter(pa.array(mask, pa.bool_()))
-        return [item for item, new in zip(page.items, mask, strict=True) if new]
-
-    def _too_big(self, read: _WindowRead, page: Page) -> bool:
-        """Split a window holding more than `max_window_rows` into parts of about half that many.
-
-        The parts are equal in time, so uneven data may leave some still too big (they split again
-        when their first page arrives). Cutting in many parts at once rather than in halves means
-        fewer rounds of first pages: a first load whose data sits in the last month of a window
-        starting in 2015 took about ten rounds of two requests each when halving. At least
-        `concurrency` parts, so that their first pages fill every request slot.
-        """
-        window, limit = read.window, self.client.options.max_window_rows
-        if window is None or page.total <= limit or not window.splittable:
-            return False
-        self.stats.add(splits=1)
-        parts = max(2, self.client.options.concurrency, -(-page.total // max(1, limit // 2)))
-        for part in self._split_from_first_row(window, page, min(MAX_SPLIT_PARTS, parts)):
-            self.queue.append((_WindowRead(part, attempt=0), 0))
-        return True
-
-    def _split_from_first_row(self, window: Window, page: Page, parts: int) -> tuple[Window, ...]:
-        """`window` in `parts` parts, cut evenly over the time from its first row to its end.
-
-        Pages sorted ascending on a date start with the window's earliest row: a first load from
-        2015 whose rows are all in the last month is cut over that month, not over eleven years of
-        empty parts. The first part reaches back to the window's start: when the API filters on
-        another date, rows from before the first row's date are read there.
-        """
-        begins = self._first_sort_value(page)
-        if begins is None or not window.start + MIN_WINDOW < begins < window.end - MIN_WINDOW:
-            return window.split(parts)
-        first, *rest = Window(whole_ms(begins), window.end).split(parts)
-        return (Window(window.start, first.end), *rest)
-
-    def _first_sort_value(self, page: Page) -> datetime | None:
-        field_name = self.params.get("sort")
-        if not isinstance(field_name, str) or self.params.get("order", "asc") != "asc" or page.count == 0:
-            return None
-        if page.table is not None:
-            value = page.table.column(field_name)[0].as_py() if field_name in page.table.column_names else None
-        else:
-            value = page.items[0].get(field_name)
-        try:
-            return to_utc(value)
-        except (TypeError, ValueError, OverflowError):
-            return None
-
-    def _plan(self, read: _WindowRead, first: Page) -> None:
-        read.total = first.total
-        read.step = first.count or first.requested
-        read.outstanding = 1
-        read.scheduled.add(0)
-        for offset in range(first.count, first.total, read.step) if first.count else ():
-            self._schedule(read, offset)
-
-    def _schedule(self, read: _WindowRead, offset: int) -> None:
-        read.scheduled.add(offset)
-        read.outstanding += 1
-        self.queue.append((read, offset))
-
-    def _fill_gap(self, read: _WindowRead, offset: int, received: int) -> None:
-        """A short page (a cap below our limit, or an odd size): fetch from where it really ended."""
-        if received == 0:
-            return
-        end = offset + received
-        next_planned = min((o for o in read.scheduled if o > offset), default=read.total)
-        if end < min(next_planned, read.total) and end not in read.scheduled:
-            self._schedule(read, end)
-
-    def _finish(self, read: _WindowRead) -> None:
-        if read.consistent():
-            return
-        log.info("window %s did not add up (totals %s, %d distinct of %d); reading again", read.window, read.totals, len(read.keys), read.total)
-        if read.attempt + 1 < self.client.options.window_attempts:
-            self.stats.add(rereads=1)
-            self.queue.append((_WindowRead(read.window, attempt=read.attempt + 1), 0))
-        elif read.window is not None and read.window.splittable:
-            self.stats.add(splits=1)
-            for half in read.window.split():
-                self.queue.append((_WindowRead(half, attempt=0), 0))
-        else:
-            raise ApiError(
-                f"pages of {self.client.base_url}{self.path} did not add up to their total after "
-                f"{read.attempt + 1} reads (data changing faster than it can be paged); run again"
-            )
+    def __init__(self, status: int, path: str, message: str) -> None:
+        super().__init__(f"{path} answered {status} ({message})")
+        self.status, self.path = status, path
 
 
-def _page_fields(body: Any, path: str) -> tuple[list[dict[str, Any]], int]:
+def _page_fields(body: Any, path: str) -> tuple[list[dict[str, Any]], int | None]:
     if not isinstance(body, dict) or not isinstance(body.get("items"), list):
         raise GarbageResponse(f"JSON without an 'items' list ({type(body).__name__})")
-    items = body["items"]
     total = body.get("total")
-    if not isinstance(total, int):
-        total = body.get("offset", 0) + len(items)  # no total: treat this page as the last
-    return items, total
-
-
-def _retry_after_seconds(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        return email.utils.parsedate_to_datetime(value).timestamp() - time.time()
-    except (TypeError, ValueError):
-        return None
+    return body["items"], total if isinstance(total, int) and not isinstance(total, bool) else None
 
 
 def _error_message(response: httpx.Response) -> str:

@@ -1,8 +1,10 @@
 """Property test of drift-safe paging (`_Crawl`) against an in-memory API that changes between pages.
 
-Whatever the page size, silent cap, concurrency, window size limit and the changes made while
-paging, every row that was in the window when the crawl began is delivered (unless it left the
-window), and the crawl ends (windows are re-read, then split, until they add up). The window ends
+Whatever the page size, silent cap, concurrency, window size limit, the server's arithmetic (exact,
+missing, capped or first-page-only totals), a deep-paging limit, rows sharing one instant in an
+order that changes per request, and the changes made while paging, every row that was in the
+window when the crawl began is delivered (unless it left the window), and the crawl ends (windows
+are re-read, then split, until they add up). The window ends
 when the crawl begins, as a run's window does (run start minus lag). Pages are sorted by
 dateUpdated; the API filters on one of two dates, as the reference leaves open:
 - on dateUpdated: an update moves the row to "now", out of the window, so later pages shift back
@@ -24,7 +26,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines.concord.client import ClientOptions, Page, ResourceStats, _Crawl
+from pipelines.concord.client import ClientOptions, ResourceStats
+from pipelines.concord.crawl import Crawl, DeepPagingRefused, Page
 from pipelines.concord.windows import Window
 
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
@@ -35,9 +38,12 @@ class DriftingApi:
 
     def __init__(
         self, rows: int, limit: int, cap: int, mutations: int, seed: int, concurrency: int,
-        max_window_rows: int = 10_000, filter_on: str = "updated",
+        max_window_rows: int = 10_000, filter_on: str = "updated", totals: str = "exact",
+        deep_limit: int = 0, ties: int = 1, max_offset: int = 0,
     ) -> None:  # fmt: skip
-        self.updated = {f"r{i}": BASE + timedelta(seconds=i) for i in range(rows)}
+        # `ties` rows share each instant; their order changes on every request unless sorted by id.
+        self.updated = {f"r{i}": BASE + timedelta(seconds=i // ties) for i in range(rows)}
+        self.totals, self.deep_limit, self.ties = totals, deep_limit, ties
         self.created = dict(self.updated)
         self.filter_on = filter_on
         self.clock = BASE + timedelta(seconds=rows)
@@ -47,20 +53,38 @@ class DriftingApi:
         self.lock = threading.Lock()
         self.base_url = "memory://"
         self.options = ClientOptions(base_url="memory://", api_key="k", organization_id="o", concurrency=concurrency,
-                                     page_limit=limit, max_window_rows=max_window_rows)
+                                     page_limit=limit, max_window_rows=max_window_rows, max_offset=max_offset)
         self.cap = cap
         self._pool = ThreadPoolExecutor(max_workers=concurrency)
 
-    def get_page(self, path: str, params: dict[str, Any], offset: int, stats: ResourceStats, arrow: bool = False) -> Page:
+    def submit(self, fn: Any, *args: Any) -> Any:
+        return self._pool.submit(fn, *args)
+
+    def get_page(self, path: str, params: dict[str, Any], offset: int, stats: ResourceStats, arrow: bool = False,
+                 limit: int | None = None) -> Page:  # fmt: skip
+        limit = limit or self.options.page_limit
+        if self.deep_limit and offset > 0 and offset + limit > self.deep_limit:
+            raise DeepPagingRefused(offset, limit, 400, "Result window is too large")
         start = datetime.fromisoformat(params["startDate"].replace("Z", "+00:00"))
         end = datetime.fromisoformat(params["endDate"].replace("Z", "+00:00"))
         filtered = self.updated if self.filter_on == "updated" else self.created
         with self.lock:
-            rows = sorted((self.updated[k], k) for k, d in filtered.items() if start <= d < end)
-            served = rows[offset:offset + min(self.options.page_limit, self.cap)]
+            if params.get("sort") == "id":
+                rows = sorted((self.updated[k], k) for k, d in filtered.items() if start <= d < end)
+                rows.sort(key=lambda row: row[1])
+            else:
+                shuffle = self.rng.random() if self.ties > 1 else 0.0  # a tie order of this request only
+                rows = sorted(((self.updated[k], k) for k, d in filtered.items() if start <= d < end),
+                              key=lambda row: (row[0], hash((row[1], shuffle))))  # fmt: skip
+            served = rows[offset:offset + min(limit, self.cap)]
             self._mutate()
         stats.add(pages=1)
-        return Page(offset, self.options.page_limit, len(rows), [{"id": k, "updated": u} for u, k in served])
+        return Page(offset, limit, self._total(len(rows), offset), [{"id": k, "updated": u} for u, k in served])
+
+    def _total(self, rows: int, offset: int) -> int | None:
+        if self.totals == "none" or (self.totals == "first" and offset > 0):
+            return None
+        return min(rows, 50) if self.totals == "capped" else rows
 
     def _mutate(self) -> None:
         while self.mutations_left and self.rng.random() < 0.5:
@@ -83,7 +107,7 @@ def crawl_all(api: DriftingApi, window: Window, query: dict[str, Any] | None = N
     """The ids of every item the crawl delivers over `window`, and its stats."""
     stats = ResourceStats()
     try:
-        crawl = _Crawl(api, "/items", query or {}, ("id",), stats)  # type: ignore[arg-type]
+        crawl = Crawl(api, "/items", query or {}, ("id",), stats)  # type: ignore[arg-type]
         return [item["id"] for page in crawl.run(window) for item in page], stats
     finally:
         api._pool.shutdown(cancel_futures=True)
@@ -100,17 +124,25 @@ def crawl_all(api: DriftingApi, window: Window, query: dict[str, Any] | None = N
     max_window_rows=st.sampled_from([10_000, 40]),
     filter_on=st.sampled_from(["updated", "created"]),
     sorted_query=st.booleans(),  # with sort=updated&order=asc, too-big windows are cut from their first row
+    totals=st.sampled_from(["exact", "none", "first", "capped"]),  # capped: at 50, like a search backend's
+    deep=st.sampled_from([False, False, True]),  # offset + limit past twice the page size answers 400
+    ties=st.sampled_from([1, 1, 30]),
+    max_offset=st.sampled_from([0, 80]),
 )
 def test_every_row_present_at_the_start_is_delivered(
-    rows, limit, cap, mutations, seed, concurrency, max_window_rows, filter_on, sorted_query
+    rows, limit, cap, mutations, seed, concurrency, max_window_rows, filter_on, sorted_query, totals, deep,
+    ties, max_offset,
 ):  # fmt: skip
-    api = DriftingApi(rows, limit, cap, mutations, seed, concurrency, max_window_rows, filter_on)
+    deep_limit = max(2 * limit, 40) if deep else 0
+    api = DriftingApi(rows, limit, cap, mutations, seed, concurrency, max_window_rows, filter_on, totals,
+                      deep_limit, ties, max_offset)  # fmt: skip
     at_start = set(api.updated)
     query = {"sort": "updated", "order": "asc"} if sorted_query else {}
     delivered, stats = crawl_all(api, Window(BASE, api.clock + timedelta(milliseconds=1)), query)
     missing = at_start - api.left_the_window() - set(delivered)
     assert not missing, f"{len(missing)} rows lost (rereads {stats.rereads}, splits {stats.splits})"
-    if mutations == api.mutations_left and rows <= max_window_rows:  # nothing changed: one read, no re-reads
+    quiet = totals == "exact" and not deep_limit and not max_offset and ties == 1
+    if mutations == api.mutations_left and rows <= max_window_rows and quiet:  # nothing changed: one read
         assert stats.rereads == stats.splits == 0
 
 
