@@ -46,6 +46,7 @@ ENUMS = {
     "consentAction": d.CONSENT_ACTIONS,
     "category": d.CATEGORIES,
     "status": None,  # resource-specific, validated loosely (free string in the reference)
+    "consentMode": d.CONSENT_MODES,
 }
 EVENT_FILTERS = ("category", "subcategory", "label", "consentState", "consentAction", "geography", "sessionId",
                  "submitter", "concordId", "domain")
@@ -259,6 +260,9 @@ def make_routes(state: SandboxState) -> list[Route]:
               small_list("tracker-scan-history", ("id", "scanPeriod", "scheduledScanEnabled", "scheduledHour",
                                                   "scheduledDayOfWeek", "scheduledDayOfMonth"), False, True)),
         Route(base + "/metrics", metrics),
+        Route(base + "/data-systems", small_list("data-systems", ("status",), False, False)),
+        Route(base + "/projects/{project}/regions",
+              small_list("regions", ("name", "consentMode", "status"), False, True)),
     ]
 
 

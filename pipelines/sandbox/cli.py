@@ -13,7 +13,8 @@ from pipelines.sandbox.profiles import __doc__ as PROFILES_DOC
 
 DESCRIPTION = """\
 Serve a deterministic fake of the Concord Privacy API (projects, consent events and types, compliance
-requests and their events, tracker-scan history, usage metrics) on loopback, with fault injection.
+requests and their events, tracker-scan history, usage metrics, data systems, regions) on loopback, with
+fault injection and server profiles.
 
 It first prints `base_url`, `org_id`, `api_key` and `admin_url` (one `key: value` line each), then serves
 until Ctrl-C or SIGTERM. Admin endpoints (same x-api-key): GET/PUT /_sandbox/faults, GET/PUT /_sandbox/profiles,

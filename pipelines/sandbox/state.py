@@ -39,7 +39,7 @@ STABLE_SORTS = frozenset(("dateCreated", "consentDate", "expirationDate", "id", 
                           "label", "consentType", "submitter"))
 LATE_MS = 30 * d.DAY_MS  # how far back late projects and late scans are dated
 RESOURCES = ("projects", "consent-events", "consent-types", "compliance-requests", "compliance-requests-events",
-             "tracker-scan-history")
+             "tracker-scan-history", "data-systems", "regions")
 
 # Sortable fields per resource (top-level scalars); anything else is a 422.
 EVENT_SORTS = ("dateCreated", "dateUpdated", "consentDate", "expirationDate", "id", "version", "concordId",
@@ -52,6 +52,8 @@ SORTS: dict[str, tuple[str, ...]] = {
                             "resolvedDate", "id", "status", "request", "resolutionStatus", "project"),
     "compliance-requests-events": ("dateCreated", "dateUpdated", "id", "event", "complianceRequestId"),
     "tracker-scan-history": ("id", "projectId", "scanPeriod", "scheduledHour", "scheduledDayOfWeek"),
+    "data-systems": ("dateCreated", "dateUpdated", "id", "name", "status", "type", "retention"),
+    "regions": ("dateCreated", "dateUpdated", "id", "name", "consentMode", "status"),
 }
 
 
@@ -200,6 +202,10 @@ class SandboxState:
         self.requests, self.request_events = d.generate_compliance(
             crng, self.org_id, self.projects, count, now, cfg.days, self.users, self.account_id)
         self.scans = d.generate_scans(random.Random(f"{seed}:scans"), self.org_id, self.projects, now, cfg.days)
+        self.data_systems = d.generate_data_systems(random.Random(f"{seed}:data-systems"), self.org_id,
+                                                    self.projects, now, cfg.days)
+        self._region_rng = random.Random(f"{seed}:regions")
+        self.regions = {p["id"]: d.make_regions(self._region_rng, self.org_id, p, now) for p in self.projects}
         self._mutation_rng = random.Random(f"{seed}:mutations")
 
     # ---- serialisation ----------------------------------------------------------------------------
@@ -311,6 +317,10 @@ class SandboxState:
             return self.request_events
         if resource == "tracker-scan-history":
             return [s for s in self.scans if project_id in (None, s["projectId"])]
+        if resource == "data-systems":
+            return self.data_systems
+        if resource == "regions":
+            return self.regions[project_id] if project_id else [r for rs in self.regions.values() for r in rs]
         raise KeyError(resource)
 
     def truth(self, resource: str) -> list[dict]:
@@ -459,6 +469,7 @@ class SandboxState:
                 self.projects.append(project)
                 self.project_by_id[project["id"]] = project
                 self.consent_types[project["id"]] = d.make_consent_types(rng, self.org_id, project, now)
+                self.regions[project["id"]] = d.make_regions(rng, self.org_id, project, now)
             self._changed()
             return [p["id"] for p in made]
 
