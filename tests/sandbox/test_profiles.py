@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -12,6 +14,7 @@ import pytest
 from pipelines.sandbox import SandboxConfig, SandboxProcess, SandboxServer, SandboxState
 from pipelines.sandbox.__main__ import main as sandbox_main
 from pipelines.sandbox.data import DAY_MS, iso, parse_time, to_ms
+from pipelines.sandbox.profiles import DEFAULTS
 from tests.sandbox.conftest import NOW, admin, client, fetch_all
 
 NOW_MS = parse_time(NOW)
@@ -60,6 +63,21 @@ def test_bad_spec_on_the_cli_is_one_error_line(capsys: pytest.CaptureFixture[str
     assert sandbox_main(["--events", "10", "--port", "0", "--profile", "teapot"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: sandbox: unknown profile 'teapot'; valid: ") and err.count("\n") == 1
+
+
+def test_help_documents_every_profile() -> None:
+    out = subprocess.run([sys.executable, "-m", "pipelines.sandbox", "--help"], capture_output=True, text=True,
+                         check=True).stdout
+    assert "--profile SPEC" in out and "GET/PUT /_sandbox/profiles" in out
+    for name in DEFAULTS:
+        assert f"  {name}" in out
+
+
+def test_empty_spec_clears(fresh: SandboxServer) -> None:
+    fresh.state.profiles.set("no-total")
+    with admin(fresh) as adm, client(fresh) as api:
+        assert adm.put("/profiles", json={"spec": ""}).json()["spec"] == ""
+        assert api.get(org(fresh) + "/projects").json()["total"] == 3
 
 
 def test_child_process_takes_the_profile_and_dates_from_its_clock() -> None:
