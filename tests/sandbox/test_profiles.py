@@ -65,6 +65,14 @@ def test_bad_spec_on_the_cli_is_one_error_line(capsys: pytest.CaptureFixture[str
     assert err.startswith("error: sandbox: unknown profile 'teapot'; valid: ") and err.count("\n") == 1
 
 
+@pytest.mark.slow  # pipelines.cli imports every subcommand (dlt): seconds of imports on a busy machine
+def test_bad_spec_through_concord_pipeline(capsys: pytest.CaptureFixture[str]) -> None:
+    from pipelines.cli import main
+
+    assert main(["sandbox", "--events", "10", "--port", "0", "--profile", "elastic,teapot"]) == 2
+    assert capsys.readouterr().err.startswith("error: sandbox: unknown profile 'teapot'")
+
+
 def test_help_documents_every_profile() -> None:
     out = subprocess.run([sys.executable, "-m", "pipelines.sandbox", "--help"], capture_output=True, text=True,
                          check=True).stdout
