@@ -258,6 +258,49 @@ TRACKER_SCANS = TableSpec(
     },
 )
 
+DATA_SYSTEMS = TableSpec(
+    name="data_systems",
+    primary_key=("id",),
+    endpoint="/organizations/{org}/data-systems",
+    dedup_sort="date_updated",
+    columns={
+        "id": TEXT,
+        "organization_id": TEXT,
+        "name": TEXT,
+        "type": TEXT,
+        "status": TEXT,
+        "retention": BIGINT,
+        "project_ids": JSON,
+        "date_created": TIMESTAMP,
+        "date_updated": TIMESTAMP,
+    },
+)
+
+REGIONS = TableSpec(
+    name="regions",
+    primary_key=("id",),
+    endpoint="/organizations/{org}/projects/{project}/regions",
+    dedup_sort="date_updated",
+    columns={
+        "id": TEXT,
+        "organization": TEXT,
+        "project": TEXT,
+        "name": TEXT,
+        "consent_mode": TEXT,
+        "countries": JSON,
+        "status": TEXT,
+        "banner__layout": TEXT,
+        "banner__position": TEXT,
+        "banner__theme": TEXT,
+        "banner__language": TEXT,
+        "banner__show_reject_all": BOOL,
+        "banner__gpc_honored": BOOL,
+        "banner__version": BIGINT,
+        "date_created": TIMESTAMP,
+        "date_updated": TIMESTAMP,
+    },
+)
+
 METRICS_ENDPOINT = "/organizations/{org}/metrics"
 _DAY_KEY = {"date": DATE, "project_id": TEXT}
 
@@ -312,6 +355,8 @@ RESOURCE_TABLES: dict[str, tuple[str, ...]] = {
     "compliance_request_events": ("compliance_request_events",),
     "tracker_scans": ("tracker_scan_configs", "tracker_scans"),
     "usage_metrics": ("usage_daily", *(spec.name for spec in USAGE_BREAKDOWNS.values())),
+    "data_systems": ("data_systems",),
+    "regions": ("regions",),
 }
 RESOURCE_ALIASES = {
     "tracker_scan_configs": "tracker_scans",
@@ -330,6 +375,8 @@ ALL_TABLE_SPECS: dict[str, TableSpec] = {
         TRACKER_SCANS,
         USAGE_DAILY,
         *USAGE_BREAKDOWNS.values(),
+        DATA_SYSTEMS,
+        REGIONS,
     )
 }
 

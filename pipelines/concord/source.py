@@ -371,6 +371,8 @@ def build_resources(ctx: SourceContext) -> list[DltResource]:
         windowed_resource(ctx, settings.COMPLIANCE_REQUEST_EVENTS, REQUEST_EVENT_KEY),
         tracker_scans_resource(ctx),
         usage_metrics_resource(ctx),
+        data_systems_resource(ctx),
+        regions_resource(ctx),
     ]
 
 
@@ -462,3 +464,45 @@ def parse_start_date(value: str | None, now: datetime | None = None) -> datetime
     if parsed > (now or datetime.now(tz=UTC)):
         raise ConfigError(f"start date {value!r} is in the future: give a date on or before today")
     return parsed
+
+
+# ---- data systems and regions (small lists read whole on every run) -----------------------------------------
+# Every row read is emitted, whatever its dates: the lists are a few rows per organization or project, the
+# merge keeps one row per id, and filtering by date would drop a row that arrives carrying old dates.
+
+
+def data_systems_resource(ctx: SourceContext) -> DltResource:
+    spec = settings.DATA_SYSTEMS
+
+    def read() -> Iterator[pa.Table]:
+        stats = ctx.stats_for(spec.name)
+        path = ctx.client.path(spec.endpoint)
+        for page in ctx.client.iter_pages(path, {"sort": "dateUpdated", "order": "asc"}, stats):
+            items = [s for s in page if _uses_configured_project(ctx, s.get("projectIds"))]
+            if items:
+                yield ctx.table(spec, items)
+        dlt.current.resource_state(spec.name)["cursor"] = (ctx.run_started - ctx.lag).isoformat()
+
+    return _resource(ctx, spec, spec.name, read)
+
+
+def _uses_configured_project(ctx: SourceContext, project_ids: Any) -> bool:
+    """With --project, only data systems linked to one of those projects (all of them otherwise)."""
+    if not ctx.configured_projects:
+        return True
+    return bool(set(project_ids or ()) & set(ctx.configured_projects))
+
+
+def regions_resource(ctx: SourceContext) -> DltResource:
+    spec = settings.REGIONS
+
+    def read() -> Iterator[pa.Table]:
+        stats = ctx.stats_for(spec.name)
+        for project in ctx.project_ids():
+            path = ctx.client.path(spec.endpoint, project)
+            for page in ctx.client.iter_pages(path, {"sort": "dateUpdated", "order": "asc"}, stats):
+                if page:
+                    yield ctx.table(spec, list(page))
+        dlt.current.resource_state(spec.name)["cursor"] = (ctx.run_started - ctx.lag).isoformat()
+
+    return _resource(ctx, spec, spec.name, read)

@@ -29,6 +29,8 @@ GRAIN = {
     "usage_category_daily": "one row per day, project, consent category and state (`total` when the API gives a bare count)",
     "usage_compliance_status_daily": "one row per day, project, request type (`''` = all types) and status",
     "usage_compliance_type_daily": "one row per day, project and request type",
+    "data_systems": "one row per data system",
+    "regions": "one row per consent region of a project (banner settings flattened into `banner__*`)",
 }
 
 NOTES = {

@@ -5,7 +5,7 @@
         httpx.get(f"{sb.base_url}/organizations/{sb.org_id}/consent-events", headers={"x-api-key": sb.api_key})
 
 Semantics the reference leaves open are documented in `state` (date filters), `metrics`, `app` (errors,
-ids) and `faults` (the fault spec syntax).
+ids), `faults` (the fault spec syntax) and `profiles` (behaviours of real backends, `--profile`).
 """
 
 from pipelines.sandbox.app import create_app

@@ -16,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable
+from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any
 
@@ -30,6 +32,7 @@ from starlette.routing import Mount, Route
 from pipelines.sandbox import data as d
 from pipelines.sandbox.metrics import dashboard
 from pipelines.sandbox.openapi import build_openapi
+from pipelines.sandbox.profiles import Profiles
 from pipelines.sandbox.state import SORTS, ListQuery, SandboxState
 
 log = logging.getLogger(__name__)
@@ -43,6 +46,7 @@ ENUMS = {
     "consentAction": d.CONSENT_ACTIONS,
     "category": d.CATEGORIES,
     "status": None,  # resource-specific, validated loosely (free string in the reference)
+    "consentMode": d.CONSENT_MODES,
 }
 EVENT_FILTERS = ("category", "subcategory", "label", "consentState", "consentAction", "geography", "sessionId",
                  "submitter", "concordId", "domain")
@@ -107,20 +111,21 @@ def _date(request: Request, name: str, required: bool = False) -> int | None:
         raise ApiError(422, f'"{name}" must be an ISO-8601 date-time') from None
 
 
-def list_query(request: Request, resource: str, filters: tuple[str, ...], dated: bool) -> ListQuery:
+def list_query(request: Request, resource: str, filters: tuple[str, ...], dated: bool,
+               profiles: Profiles) -> ListQuery:
     query = ListQuery(
         offset=_int(request, "offset", 0, 0, MAX_OFFSET),
         limit=_int(request, "limit", 100, 1, 1000),
         start=_date(request, "startDate") if dated else None,
         end=_date(request, "endDate") if dated else None,
+        date_field=profiles.date_field(resource),
+        shuffle_ties=profiles.has("unstable-ties"),
     )
-    sort = request.query_params.get("sort") or None
-    if sort is not None and sort not in SORTS[resource]:
-        raise ApiError(422, f'"sort" must be one of {", ".join(SORTS[resource])}')
-    order = (request.query_params.get("order") or ("desc" if sort is None else "asc")).lower()
-    if order not in ("asc", "desc"):
-        raise ApiError(422, '"order" must be one of asc, desc')
-    query.sort, query.desc = sort, order == "desc"
+    refusal = profiles.window_error(query.offset, query.limit)
+    if refusal:
+        raise ApiError(400, refusal)
+    if not profiles.has("ignore-sort"):  # else: default order, whatever sort/order say
+        query.sort, query.desc = _order(request, resource)
     for name in filters:
         values = _values(request, name)
         if not values:
@@ -131,6 +136,17 @@ def list_query(request: Request, resource: str, filters: tuple[str, ...], dated:
     if cap:
         query.limit = min(query.limit, int(cap))  # the silent page-size cap fault
     return query
+
+
+def _order(request: Request, resource: str) -> tuple[str | None, bool]:
+    """(sort field, None for the default order; descending?) from `sort`/`order`; 422 when invalid."""
+    sort = request.query_params.get("sort") or None
+    if sort is not None and sort not in SORTS[resource]:
+        raise ApiError(422, f'"sort" must be one of {", ".join(SORTS[resource])}')
+    order = (request.query_params.get("order") or ("desc" if sort is None else "asc")).lower()
+    if order not in ("asc", "desc"):
+        raise ApiError(422, '"order" must be one of asc, desc')
+    return sort, order == "desc"
 
 
 def _check_filter(name: str, values: tuple[str, ...]) -> None:
@@ -144,8 +160,18 @@ def _check_filter(name: str, values: tuple[str, ...]) -> None:
             raise ApiError(422, '"projectIds" must contain valid GUIDs')
 
 
-def page_bytes(offset: int, total: int, blobs: list[bytes]) -> bytes:
+def page_bytes(offset: int, total: int | None, blobs: list[bytes]) -> bytes:
+    """A consent-events page; `total` None leaves the key out (the no-total profiles)."""
+    if total is None:
+        return b'{"offset":%d,"count":%d,"items":[%b]}' % (offset, len(blobs), b",".join(blobs))
     return b'{"offset":%d,"count":%d,"total":%d,"items":[%b]}' % (offset, len(blobs), total, b",".join(blobs))
+
+
+def page_dict(offset: int, total: int | None, items: list[dict]) -> dict:
+    page: dict[str, Any] = {"offset": offset, "count": len(items), "total": total, "items": items}
+    if total is None:
+        del page["total"]
+    return page
 
 
 # ---- endpoints ------------------------------------------------------------------------------------------
@@ -166,12 +192,25 @@ def make_routes(state: SandboxState) -> list[Route]:
             raise ApiError(404, "Project not found")
         return value
 
+    profiles = state.profiles
+
+    def refuse_first_project(resource: str, project_id: str | None) -> None:
+        # scan-404 / types-403: the first project (by id) has no scan configured / no access to its types.
+        status = {"tracker-scan-history": (404, "scan-404"), "consent-types": (403, "types-403")}.get(resource)
+        if status is None or project_id is None or not profiles.has(status[1]):
+            return
+        if project_id == min(p["id"] for p in state.projects):
+            profiles.count(status[1])
+            message = "no tracker scan configured for this project" if status[0] == 404 else "Forbidden"
+            raise ApiError(status[0], message)
+
     def small_list(resource: str, filters: tuple[str, ...], dated: bool, scoped: bool) -> Callable:
         async def endpoint(request: Request) -> Response:
             project_id = project(request) if scoped else org(request)
-            query = list_query(request, resource, filters, dated)
+            refuse_first_project(resource, project_id)
+            query = list_query(request, resource, filters, dated, profiles)
             total, items = state.list_items(resource, query, project_id)
-            return json_response({"offset": query.offset, "count": len(items), "total": total, "items": items})
+            return json_response(page_dict(query.offset, profiles.reported_total(total, query.offset), items))
         return endpoint
 
     async def consent_events(request: Request) -> Response:
@@ -180,12 +219,12 @@ def make_routes(state: SandboxState) -> list[Route]:
         else:
             org(request)
             project_id = None
-        query = list_query(request, "consent-events", ("projectIds", *EVENT_FILTERS), dated=True)
+        query = list_query(request, "consent-events", ("projectIds", *EVENT_FILTERS), True, profiles)
         if project_id:
             wanted = query.filters.get("projectIds")
             query.filters["projectIds"] = (project_id,) if wanted is None or project_id in wanted else ()
         total, blobs = state.event_page(query)
-        body = page_bytes(query.offset, total, blobs)
+        body = page_bytes(query.offset, profiles.reported_total(total, query.offset), blobs)
         # Data changing while a client pages: applied once this page is final but before it is sent, so
         # a client that has received page k always sees the changes on page k + 1 (no race).
         if request.scope.get("sandbox.inserts"):
@@ -221,6 +260,9 @@ def make_routes(state: SandboxState) -> list[Route]:
               small_list("tracker-scan-history", ("id", "scanPeriod", "scheduledScanEnabled", "scheduledHour",
                                                   "scheduledDayOfWeek", "scheduledDayOfMonth"), False, True)),
         Route(base + "/metrics", metrics),
+        Route(base + "/data-systems", small_list("data-systems", ("status",), False, False)),
+        Route(base + "/projects/{project}/regions",
+              small_list("regions", ("name", "consentMode", "status"), False, True)),
     ]
 
 
@@ -276,12 +318,22 @@ def make_admin_routes(state: SandboxState) -> list[Route]:
                 raise ApiError(400, str(err)) from None
         return json_response({"now": state.now_iso(), "ticking": state.clock.ticking})
 
+    async def profiles(request: Request) -> Response:
+        if request.method == "PUT":
+            payload = await body(request)
+            try:
+                state.profiles.set(str(payload.get("spec") or ""))
+            except ValueError as err:
+                raise ApiError(400, str(err)) from None
+        return json_response(state.profiles.snapshot())
+
     async def info(request: Request) -> Response:
         return json_response({"org_id": state.org_id, "now": state.now_iso(), "events": len(state.events),
                               "projects": [p["id"] for p in state.projects], "seed": state.config.seed})
 
     return [
         Route(ADMIN + "/faults", faults, methods=["GET", "PUT"]),
+        Route(ADMIN + "/profiles", profiles, methods=["GET", "PUT"]),
         Route(ADMIN + "/mutate", mutate, methods=["POST"]),
         Route(ADMIN + "/stats", stats),
         Route(ADMIN + "/truth/{resource}", truth),
@@ -295,7 +347,8 @@ def stats_snapshot(state: SandboxState) -> dict:
     for key, n in sorted(state.stats.items()):
         route, _, status = key.rpartition(" ")
         requests.setdefault(route, {})[status] = n
-    return {"requests": requests, "total": sum(state.stats.values()), "faults": dict(state.faults.injected)}
+    return {"requests": requests, "total": sum(state.stats.values()), "faults": dict(state.faults.injected),
+            "profiles": dict(state.profiles.counts)}
 
 
 # ---- errors -----------------------------------------------------------------------------------------------
@@ -358,6 +411,10 @@ class SandboxApp:
         async def counting_send(message: dict) -> None:
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
+                # uvicorn runs with date_header=False: the Date is the sandbox clock's (the connector
+                # ends its windows at the server's time).
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"date"]
+                message = {**message, "headers": [*headers, (b"date", self._date_header(scope["path"]))]}
             await send(message)
 
         try:
@@ -378,9 +435,33 @@ class SandboxApp:
                 await error_response(403, "Forbidden")(scope, receive, send)
                 return
         if guarded and path.startswith(PREFIX + "/"):
+            if await self._profile_gate(scope, receive, send, key or ""):
+                return
             await self._with_faults(scope, receive, send, raw_send)
         else:
             await self.router(scope, receive, send)
+
+    def _date_header(self, path: str) -> bytes:
+        # The CDR holder keeps the host's time (it is another server with its own clock semantics).
+        ms = time.time() * 1000 if path.startswith("/cdr") else self.state.clock.now_ms()
+        return formatdate(ms // 1000, usegmt=True).encode()
+
+    async def _profile_gate(self, scope: dict, receive: Callable, send: Send, key: str) -> bool:
+        """Latency and rate-limit profiles; True when the request was answered here (429)."""
+        profiles = self.state.profiles
+        latency = profiles.value("latency")
+        if latency:
+            await asyncio.sleep(latency / 1000)
+        throttled = profiles.throttled(key)
+        if throttled is None:
+            return False
+        if throttled == "rate-limit":
+            retry_after = "0"
+        else:  # a minute before both clocks, so it is in the past whichever one the client trusts
+            past_ms = min(self.state.clock.now_ms(), time.time() * 1000) - 60_000
+            retry_after = formatdate(past_ms // 1000, usegmt=True)
+        await error_response(429, "Too Many Requests", {"Retry-After": retry_after})(scope, receive, send)
+        return True
 
     async def _with_faults(self, scope: dict, receive: Callable, send: Send, raw_send: Send) -> None:
         faults = self.state.faults

@@ -9,21 +9,25 @@ import time
 
 from pipelines.errors import ConfigError
 from pipelines.sandbox.faults import __doc__ as FAULTS_DOC
+from pipelines.sandbox.profiles import __doc__ as PROFILES_DOC
 
 DESCRIPTION = """\
 Serve a deterministic fake of the Concord Privacy API (projects, consent events and types, compliance
-requests and their events, tracker-scan history, usage metrics) on loopback, with fault injection.
+requests and their events, tracker-scan history, usage metrics, data systems, regions) on loopback, with
+fault injection and server profiles.
 
 It first prints `base_url`, `org_id`, `api_key` and `admin_url` (one `key: value` line each), then serves
-until Ctrl-C or SIGTERM. Admin endpoints (same x-api-key): GET/PUT /_sandbox/faults, POST /_sandbox/mutate,
-GET /_sandbox/stats, GET /_sandbox/truth/{resource}, GET/POST /_sandbox/clock.
+until Ctrl-C or SIGTERM. Admin endpoints (same x-api-key): GET/PUT /_sandbox/faults, GET/PUT /_sandbox/profiles,
+POST /_sandbox/mutate, GET /_sandbox/stats, GET /_sandbox/truth/{resource}, GET/POST /_sandbox/clock.
 """
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "sandbox", help="serve the local Concord sandbox API until Ctrl-C",
-        description=DESCRIPTION, epilog="fault injection (--faults):\n" + (FAULTS_DOC or ""),
+        description=DESCRIPTION,
+        epilog="fault injection (--faults):\n" + (FAULTS_DOC or "") + "\nserver profiles (--profile):\n"
+        + (PROFILES_DOC or ""),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default: %(default)s)")
@@ -36,6 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="fixed clock, ISO date-time (default: real UTC now floored to the minute, ticking)")
     parser.add_argument("--faults", default=None, metavar="SPEC",
                         help='fault spec, e.g. "429=0.1,500=0.05,latency=50,cap=333,drop=next:2" (see below)')
+    parser.add_argument("--profile", default="", metavar="SPEC",
+                        help='server profiles, e.g. "elastic,rate-limit:10,unstable-ties" (see below)')
     parser.add_argument("--api-key", default=None, help="API key to accept (default: derived from the seed)")
     parser.add_argument("--org-id", default=None, help="organization UUID (default: derived from the seed)")
     parser.set_defaults(handler=serve)
@@ -46,7 +52,7 @@ def serve(args: argparse.Namespace) -> int:
     from pipelines.sandbox.state import SandboxConfig, SandboxState
 
     config = SandboxConfig(seed=args.seed, events=args.events, days=args.days, projects=args.projects,
-                           now=args.now, api_key=args.api_key, org_id=args.org_id)
+                           now=args.now, api_key=args.api_key, org_id=args.org_id, profiles=args.profile)
     try:
         state = SandboxState(config)
         if args.faults:
@@ -63,6 +69,8 @@ def serve(args: argparse.Namespace) -> int:
         print(f"org_id: {sandbox.org_id}", flush=True)
         print(f"api_key: {sandbox.api_key}", flush=True)
         print(f"events: {len(state.events)}", flush=True)
+        if state.profiles.get():
+            print(f"profiles: {state.profiles.get()}", flush=True)
         print(f"admin_url: {sandbox.admin_url}", flush=True)
         while not stop.wait(0.5):
             time.sleep(0)

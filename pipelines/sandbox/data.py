@@ -529,3 +529,81 @@ def generate_scans(rng: random.Random, org_id: str, projects: Sequence[dict], no
             "scanHistory": history,
         })
     return configs
+
+
+# (name, type, retention days or None): the systems a compliance request fans out to.
+DATA_SYSTEM_TEMPLATES: tuple[tuple[str, str, int | None], ...] = (
+    ("Salesforce CRM", "saas", 2555),
+    ("Postgres app database", "database", 1095),
+    ("Snowflake warehouse", "warehouse", 730),
+    ("Zendesk support", "saas", 365),
+    ("Mailchimp newsletters", "saas", None),
+    ("S3 event archive", "storage", 90),
+    ("Segment CDP", "saas", 180),
+    ("HubSpot marketing", "saas", None),
+)
+DATA_SYSTEM_STATUSES = ("active", "inactive")
+
+
+def generate_data_systems(rng: random.Random, org_id: str, projects: Sequence[dict], now_ms: int,
+                          days: int) -> list[dict]:
+    """One item per template: linked to a random non-empty subset of projects, epoch-ms dates."""
+    systems = []
+    ids = [p["id"] for p in projects]
+    for index, (name, kind, retention) in enumerate(DATA_SYSTEM_TEMPLATES):
+        created = now_ms - rng.randint(days + 30, days + 400) * DAY_MS - rng.randint(0, DAY_MS)
+        updated = now_ms - rng.randint(1, max(2, days)) * DAY_MS if rng.random() < 0.6 else created
+        systems.append({
+            "id": new_uuid(rng),
+            "organizationId": org_id,
+            "name": name,
+            "type": kind,
+            "status": "inactive" if index == len(DATA_SYSTEM_TEMPLATES) - 1 else "active",
+            "retention": retention,
+            "projectIds": sorted(rng.sample(ids, rng.randint(1, len(ids)))),
+            "dateCreated": created,
+            "dateUpdated": max(created, updated),
+        })
+    return systems
+
+
+# (name, consentMode, countries, banner layout): the consent regions a project configures.
+REGION_TEMPLATES: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
+    ("European Union", "opt_in", ("DE", "FR", "NL", "ES", "IT", "IE", "SE"), "modal"),
+    ("United Kingdom", "opt_in", ("GB",), "modal"),
+    ("California", "opt_out", ("US-CA",), "bar"),
+    ("United States (other)", "notice_only", ("US-NY", "US-TX", "US-FL", "US-WA", "US-VA", "US-CO"), "bar"),
+    ("Rest of world", "notice_only", ("CA-ON", "CA-QC", "AU-NSW", "AU-VIC", "BR", "JP", "IN"), "bar"),
+)
+CONSENT_MODES = ("opt_in", "opt_out", "notice_only")
+
+
+def make_regions(rng: random.Random, org_id: str, project: dict, now_ms: int) -> list[dict]:
+    """The project's regions (the first 3 to 5 templates), each with its banner configuration."""
+    base = to_ms(project["dateCreated"]) or now_ms
+    regions = []
+    for name, mode, countries, layout in REGION_TEMPLATES[:rng.randint(3, len(REGION_TEMPLATES))]:
+        created = min(now_ms - DAY_MS, base + rng.randint(0, 20) * DAY_MS)
+        updated = rng.randint(created, now_ms - DAY_MS) if rng.random() < 0.5 else created
+        regions.append({
+            "id": new_uuid(rng),
+            "organization": org_id,
+            "project": project["id"],
+            "name": name,
+            "consentMode": mode,
+            "countries": list(countries),
+            "status": "active",
+            "banner": {
+                "layout": layout,
+                "position": "center" if layout == "modal" else rng.choice(("bottom", "top")),
+                "theme": rng.choice(("light", "dark")),
+                "language": "auto",
+                "showRejectAll": mode == "opt_in",
+                "gpcHonored": mode != "opt_in",
+                "version": rng.randint(1, 6),
+            },
+            "dateCreated": iso(created),
+            "dateUpdated": iso(max(created, updated)),
+        })
+    regions[-1]["status"] = "draft" if len(regions) > 3 else regions[-1]["status"]
+    return regions

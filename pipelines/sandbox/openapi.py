@@ -75,6 +75,18 @@ COMPLIANCE_EVENT = obj(
     id=UUID, accountId=NSTR, complianceRequestId=UUID, projectId=UUID, organizationId=UUID, event=STR,
     details={"type": "object"}, dateCreated=DATE_TIME, dateUpdated=DATE_TIME,
 )
+DATA_SYSTEM = obj(
+    ["id", "name", "status", "dateCreated", "dateUpdated"],
+    id=UUID, organizationId=UUID, name=STR, type=STR, status=STR, retention=NINT, projectIds=arr(UUID),
+    dateCreated=INT, dateUpdated=INT,
+)
+REGION = obj(
+    ["id", "project", "name", "consentMode", "dateCreated", "dateUpdated"],
+    id=UUID, organization=UUID, project=UUID, name=STR, consentMode=enum(d.CONSENT_MODES), countries=arr(STR),
+    status=STR, banner=obj(layout=STR, position=STR, theme=STR, language=STR, showRejectAll={"type": "boolean"},
+                           gpcHonored={"type": "boolean"}, version=INT),
+    dateCreated=DATE_TIME, dateUpdated=DATE_TIME,
+)
 COUNTS = {"type": "object", "additionalProperties": INT}
 SCAN = obj(
     ["date", "status"], date=INT, status=STR, scanType=STR, taskArn=NSTR, domainsCount=INT,
@@ -191,6 +203,13 @@ def build_openapi() -> dict:
              param("scheduledDayOfWeek", {"type": "integer", "minimum": 0, "maximum": 6}),
              param("scheduledDayOfMonth", {"type": "integer", "minimum": 1, "maximum": 31}),
              *paging("tracker-scan-history")], page_of(SCAN_CONFIG)),
+        base + "/data-systems": operation(
+            "getDataSystems", "List data systems", [ORG, param("status", STR), *paging("data-systems")],
+            page_of(DATA_SYSTEM)),
+        base + "/projects/{projectId}/regions": operation(
+            "getRegions", "List the consent regions of a project",
+            [ORG, PROJ, param("name", STR), param("consentMode", enum(d.CONSENT_MODES)), param("status", STR),
+             *paging("regions")], page_of(REGION)),
         base + "/metrics": operation(
             "getUsageMetrics", "Get usage metrics",
             [ORG, param("startDate", DATE_TIME, required=True), param("endDate", DATE_TIME, required=True),

@@ -20,7 +20,8 @@ class SandboxServer:
                  port: int = 0) -> None:
         state = config_or_state if isinstance(config_or_state, SandboxState) else SandboxState(config_or_state)
         self.state = state
-        self._server = BackgroundServer(create_app(state), host=host, port=port)
+        # The app sets Date from the sandbox clock; uvicorn's own header would carry the host's time.
+        self._server = BackgroundServer(create_app(state), host=host, port=port, date_header=False)
 
     @property
     def url(self) -> str:
@@ -68,6 +69,8 @@ def cli_args(config: SandboxConfig, host: str, port: int) -> list[str]:
     if config.faults:
         spec = config.faults if isinstance(config.faults, str) else ",".join(f"{k}={v}" for k, v in config.faults.items())
         args += ["--faults", spec]
+    if config.profiles:
+        args += ["--profile", config.profiles]
     return args
 
 

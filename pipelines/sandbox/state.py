@@ -5,6 +5,7 @@ Date-filter semantics (the reference leaves them unknown; this is the robust rea
 * consent events, compliance requests, compliance-requests-events: `startDate`/`endDate` filter on
   **`dateUpdated`**, half-open **[startDate, endDate)**. A record that changes gets a new `dateUpdated`,
   so an incremental client windowing on it sees every change exactly once.
+  The `consent-date-filter` / `created-date-filter` profiles switch the field (`ListQuery.date_field`).
 * metrics: consent events are counted by **`consentDate`** in [startDate, endDate), compliance requests by
   `requestDate` in the same range.
 * Default order when no `sort` is given: `dateCreated` descending; every sort breaks ties on `id` in the
@@ -31,12 +32,14 @@ import orjson
 
 from pipelines.sandbox import data as d
 from pipelines.sandbox.faults import Faults
+from pipelines.sandbox.profiles import Profiles
 
 # Event fields an update never changes: whole-list orders by them survive updates and only take inserts.
 STABLE_SORTS = frozenset(("dateCreated", "consentDate", "expirationDate", "id", "concordId", "project", "category",
                           "label", "consentType", "submitter"))
+LATE_MS = 30 * d.DAY_MS  # how far back late projects and late scans are dated
 RESOURCES = ("projects", "consent-events", "consent-types", "compliance-requests", "compliance-requests-events",
-             "tracker-scan-history")
+             "tracker-scan-history", "data-systems", "regions")
 
 # Sortable fields per resource (top-level scalars); anything else is a 422.
 EVENT_SORTS = ("dateCreated", "dateUpdated", "consentDate", "expirationDate", "id", "version", "concordId",
@@ -49,6 +52,8 @@ SORTS: dict[str, tuple[str, ...]] = {
                             "resolvedDate", "id", "status", "request", "resolutionStatus", "project"),
     "compliance-requests-events": ("dateCreated", "dateUpdated", "id", "event", "complianceRequestId"),
     "tracker-scan-history": ("id", "projectId", "scanPeriod", "scheduledHour", "scheduledDayOfWeek"),
+    "data-systems": ("dateCreated", "dateUpdated", "id", "name", "status", "type", "retention"),
+    "regions": ("dateCreated", "dateUpdated", "id", "name", "consentMode", "status"),
 }
 
 
@@ -65,6 +70,7 @@ class SandboxConfig:
     org_id: str | None = None
     faults: str | dict | None = None  # spec string or dict, see pipelines.sandbox.faults
     compliance_requests: int | None = None  # default: max(12, events // 500) capped at 5000
+    profiles: str = ""  # server profiles, e.g. "elastic,rate-limit:10"; see pipelines.sandbox.profiles
 
 
 @dataclass
@@ -78,6 +84,8 @@ class ListQuery:
     desc: bool = True
     offset: int = 0
     limit: int = 100
+    date_field: str = "dateUpdated"  # what start/end filter on (the date-filter profiles change it)
+    shuffle_ties: bool = False  # unstable-ties profile: equal sort values in a random order per request
 
 
 class Clock:
@@ -117,6 +125,14 @@ def _upd(row: d.EventRow) -> int:
     return row.upd
 
 
+def _created(row: d.EventRow) -> int:
+    return row.crt
+
+
+def _consented(row: d.EventRow) -> int:
+    return row.cdate
+
+
 EVENT_FIELD_GETTERS: dict[str, Callable[[dict], Iterable[str] | str]] = {
     "projectIds": lambda item: item["project"],
     "geography": lambda item: item["session"]["geography"],
@@ -146,6 +162,7 @@ class SandboxState:
         self.version = 0
         self.stats: Counter[str] = Counter()
         self.faults = Faults(config.seed, config.faults)
+        self.profiles = Profiles(config.profiles)
         self._cache: OrderedDict[tuple, list[d.EventRow]] = OrderedDict()
         self._orders: dict[str, list[d.EventRow]] = {}  # unfiltered orders by a field updates never change
         # Millions of small containers: with the cyclic GC on, every generation pass rescans them all
@@ -185,6 +202,10 @@ class SandboxState:
         self.requests, self.request_events = d.generate_compliance(
             crng, self.org_id, self.projects, count, now, cfg.days, self.users, self.account_id)
         self.scans = d.generate_scans(random.Random(f"{seed}:scans"), self.org_id, self.projects, now, cfg.days)
+        self.data_systems = d.generate_data_systems(random.Random(f"{seed}:data-systems"), self.org_id,
+                                                    self.projects, now, cfg.days)
+        self._region_rng = random.Random(f"{seed}:regions")
+        self.regions = {p["id"]: d.make_regions(self._region_rng, self.org_id, p, now) for p in self.projects}
         self._mutation_rng = random.Random(f"{seed}:mutations")
 
     # ---- serialisation ----------------------------------------------------------------------------
@@ -217,22 +238,23 @@ class SandboxState:
             off, lim = query.offset, query.limit
             if off >= total:
                 return total, []
+            # The page as a slice [lo, hi) of the ascending order; desc reads it backwards.
+            lo, hi = (max(0, total - off - lim), total - off) if query.desc else (off, min(total, off + lim))
+            sort = query.sort or "dateCreated"
+            page = _shuffled_ties(rows, lo, hi, sort) if query.shuffle_ties and sort != "id" else rows[lo:hi]
             if query.desc:
-                hi = total - off
-                page = rows[max(0, hi - lim):hi]
                 page.reverse()
-            else:
-                page = rows[off:off + lim]
             return total, [row.blob or self.blob(row) for row in page]
 
     def _event_candidates(self, query: ListQuery) -> list[d.EventRow]:
         """Matching rows in ascending (sort field, id) order; cached per query until data changes."""
         sort = query.sort or "dateCreated"
-        if sort == "dateUpdated" and not query.filters:
+        by_updated = query.date_field == "dateUpdated"
+        if sort == "dateUpdated" and not query.filters and by_updated:
             return self._window(query)  # a slice of the primary index, no cache needed
         if sort in STABLE_SORTS and not query.filters and query.start is None and query.end is None:
             return self._order(sort)
-        key = (sort, query.start, query.end, tuple(sorted(query.filters.items())), self.version)
+        key = (sort, query.date_field, query.start, query.end, tuple(sorted(query.filters.items())), self.version)
         cached = self._cache.get(key)
         if cached is not None:
             self._cache.move_to_end(key)
@@ -256,6 +278,11 @@ class SandboxState:
         return rows
 
     def _window(self, query: ListQuery) -> list[d.EventRow]:
+        """Rows with the filter date in [start, end), in (dateUpdated, id) order."""
+        if query.date_field != "dateUpdated" and (query.start is not None or query.end is not None):
+            get = _created if query.date_field == "dateCreated" else _consented
+            start, end = query.start or -(2**62), query.end or 2**62
+            return [row for row in self.events if start <= get(row) < end]
         lo = 0 if query.start is None else bisect.bisect_left(self.events, query.start, key=_upd)
         hi = len(self.events) if query.end is None else bisect.bisect_left(self.events, query.end, key=_upd)
         return self.events[lo:hi] if (lo, hi) != (0, len(self.events)) else self.events
@@ -264,7 +291,7 @@ class SandboxState:
     def list_items(self, resource: str, query: ListQuery, project_id: str | None = None) -> tuple[int, list[dict]]:
         with self.lock:
             items = [d.public(item) for item in self._items(resource, project_id)]
-        date_field = "dateUpdated" if resource in ("compliance-requests", "compliance-requests-events") else None
+        date_field = query.date_field if resource in ("compliance-requests", "compliance-requests-events") else None
         if date_field and (query.start is not None or query.end is not None):
             lo, hi = query.start or -(2**62), query.end or 2**62
             items = [i for i in items if lo <= (d.to_ms(i[date_field]) or 0) < hi]
@@ -272,7 +299,11 @@ class SandboxState:
             match = _project_matcher(values) if name == "projectIds" else _text_matcher(name, values)
             items = [i for i in items if match(i)]
         sort = query.sort or ("dateCreated" if "dateCreated" in SORTS[resource] else "id")
-        items.sort(key=lambda i: (_sortable(i.get(sort)), i.get("id") or ""), reverse=query.desc)
+        if query.shuffle_ties and sort != "id":
+            random.Random().shuffle(items)  # then a stable sort on the value alone leaves ties random
+            items.sort(key=lambda i: _sortable(i.get(sort)), reverse=query.desc)
+        else:
+            items.sort(key=lambda i: (_sortable(i.get(sort)), i.get("id") or ""), reverse=query.desc)
         return len(items), items[query.offset:query.offset + query.limit]
 
     def _items(self, resource: str, project_id: str | None) -> list[dict]:
@@ -286,6 +317,10 @@ class SandboxState:
             return self.request_events
         if resource == "tracker-scan-history":
             return [s for s in self.scans if project_id in (None, s["projectId"])]
+        if resource == "data-systems":
+            return self.data_systems
+        if resource == "regions":
+            return self.regions[project_id] if project_id else [r for rs in self.regions.values() for r in rs]
         raise KeyError(resource)
 
     def truth(self, resource: str) -> list[dict]:
@@ -398,9 +433,63 @@ class SandboxState:
             self._changed()
             return ids
 
+    def bulk_import(self, n: int, seed: int | None = None) -> list[str]:
+        """Add `n` imported events written in one transaction: one shared dateCreated = dateUpdated = now."""
+        if n <= 0:
+            return []
+        with self.lock:
+            rng, now = self._rng(seed), self.clock.now_ms()
+            rows: list[d.EventRow] = []
+            while len(rows) < n:
+                project = rng.choice(self.projects)
+                sess = d.new_session(rng, project, rng.choice(self.users))
+                types = d.banner_types(self.consent_types[project["id"]])
+                rows.extend(d.session_events(rng, self.org_id, sess, types, now - 2000, now + 1, kind="import",
+                                             update_rate=0))
+            del rows[n:]
+            stamp = d.iso(now)
+            for row in rows:
+                row.crt = row.upd = now
+                row.item["dateCreated"] = row.item["dateUpdated"] = stamp
+            self._insert_rows(rows)
+            return [row.id for row in rows]
+
+    def late_projects(self, n: int, seed: int | None = None) -> list[str]:
+        """Add `n` projects that appear now but carry dateCreated = dateUpdated = 30 days ago (a restore)."""
+        if n <= 0:
+            return []
+        with self.lock:
+            rng, now = self._rng(seed), self.clock.now_ms()
+            at = now - LATE_MS
+            # Generate the whole list again so names/units continue the sequence; keep only the new tail.
+            made = d.make_projects(rng, self.org_id, len(self.projects) + n, now, self.config.days)[-n:]
+            for project in made:
+                project["dateCreated"] = project["dateUpdated"] = d.epoch_for(project, at)
+                project["_importer"] = d.new_uuid(rng)
+                self.projects.append(project)
+                self.project_by_id[project["id"]] = project
+                self.consent_types[project["id"]] = d.make_consent_types(rng, self.org_id, project, now)
+                self.regions[project["id"]] = d.make_regions(rng, self.org_id, project, now)
+            self._changed()
+            return [p["id"] for p in made]
+
+    def late_scans(self, n: int, seed: int | None = None) -> list[str]:
+        """Give `n` projects a completed scan dated 30 days ago (placed by date in its history)."""
+        with self.lock:
+            rng, now = self._rng(seed), self.clock.now_ms()
+            touched = []
+            for config in self.scans[:max(0, n)]:
+                project = self.project_by_id[config["projectId"]]
+                scan = d.new_scan(rng, project, now - LATE_MS, "manual", "completed")
+                bisect.insort(config["scanHistory"], scan, key=lambda s: d.to_ms(s["date"]) or 0)
+                touched.append(project["id"])
+            self._changed()
+            return touched
+
     def mutate(self, insert_events: int = 0, update_events: int = 0, late_events: int = 0, import_events: int = 0,
                finish_scans: bool = False, new_scans: int = 0, advance_compliance: int = 0,
-               insert_compliance: int = 0, seed: int | None = None) -> dict[str, Any]:
+               insert_compliance: int = 0, bulk_import: int = 0, late_project: int = 0, late_scan: int = 0,
+               seed: int | None = None) -> dict[str, Any]:
         """All mutations in one call (what POST /_sandbox/mutate runs); returns the ids/counts changed."""
         with self.lock:
             if seed is not None:
@@ -414,6 +503,9 @@ class SandboxState:
                 "new_scans": self.new_scans(new_scans) if new_scans else 0,
                 "advanced_compliance": self.advance_compliance(advance_compliance) if advance_compliance else [],
                 "inserted_compliance": self.insert_compliance(insert_compliance) if insert_compliance else [],
+                "bulk_imported": self.bulk_import(bulk_import),
+                "late_projects": self.late_projects(late_project),
+                "late_scans": self.late_scans(late_scan) if late_scan else [],
                 "now": d.iso(self.clock.now_ms()),
             }
 
@@ -465,6 +557,25 @@ def _sort_key(sort: str) -> Callable[[d.EventRow], tuple]:
     if sort == "id":
         return lambda r: (r.id, "")
     return lambda r: (r.item[sort], r.id)
+
+
+def _shuffled_ties(rows: list[d.EventRow], lo: int, hi: int, sort: str) -> list[d.EventRow]:
+    """rows[lo:hi] as a server without an id tie-break serves it: each run of equal sort values in a fresh
+    random order (the whole run is shuffled, also the part outside the page, so pages overlap and miss)."""
+    value = _sort_key(sort)
+    a, b = lo, hi
+    while a > 0 and value(rows[a - 1])[0] == value(rows[lo])[0]:
+        a -= 1
+    while b < len(rows) and value(rows[b])[0] == value(rows[hi - 1])[0]:
+        b += 1
+    segment, rng, start = rows[a:b], random.Random(), 0
+    for i in range(1, len(segment) + 1):
+        if i == len(segment) or value(segment[i])[0] != value(segment[start])[0]:
+            group = segment[start:i]
+            rng.shuffle(group)
+            segment[start:i] = group
+            start = i
+    return segment[lo - a:hi - a]
 
 
 def _sortable(value: object) -> tuple:

@@ -25,7 +25,7 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 
 def test_openapi_document_is_served(shared: SandboxServer) -> None:
     doc = httpx.get(shared.base_url + "/openapi.json").json()
-    assert doc["openapi"].startswith("3.") and len(doc["paths"]) == 8
+    assert doc["openapi"].startswith("3.") and len(doc["paths"]) == 10
     params = {p["name"] for p in doc["paths"]["/organizations/{organizationId}/consent-events"]["get"]["parameters"]}
     assert {"projectIds", "startDate", "endDate", "consentState", "sort", "order", "offset", "limit"} <= params
 
