@@ -181,7 +181,7 @@ class HolderClient:
             try:
                 response = self._request(method, url, timeout, **kwargs)
             except httpx.TimeoutException:
-                problem, retry_after, response = f"no answer within {timeout:g}s", None, None
+                problem, retry_after, response = f"no answer within {round(timeout, 2):g}s", None, None
             except httpx.TransportError as err:
                 if _is_certificate_error(err):
                     raise ApiError(

@@ -157,7 +157,10 @@ def test_history_accumulates_without_duplicates(
         pipeline,
         "SELECT count(DISTINCT period_date) FROM metric_observations WHERE metric = 'session_count' AND grain = 'day'",
     )
-    run_dates = {parse.local_date(parse.request_time(s["payload"], "Australia/Sydney"), "Australia/Sydney") for s in state.served}
+    run_dates = {
+        parse.local_date(parse.request_time(s["payload"], "Australia/Sydney"), "Australia/Sydney")
+        for s in state.served
+    }
     assert sorted(run_dates) == [
         date(2026, 11, 23),
         date(2026, 11, 25),
@@ -199,7 +202,9 @@ def test_duckdb_file_named_like_the_dataset_loads(state: HolderState, tmp_path) 
     """cdr_metrics.duckdb holding dataset cdr_metrics: DuckDB's binder would find every name ambiguous."""
     from pipelines.cdr_metrics.runner import make_pipeline
 
-    pipeline = make_pipeline(duckdb_path=tmp_path / "cdr_metrics.duckdb", pipelines_dir=tmp_path / "dlt", pipeline_name="same_name")
+    pipeline = make_pipeline(
+        duckdb_path=tmp_path / "cdr_metrics.duckdb", pipelines_dir=tmp_path / "dlt", pipeline_name="same_name"
+    )
     with CdrHolderServer(state) as server:
         result = run([holder_config(server)], pipeline)
     assert not result.outcomes.failed
