@@ -33,23 +33,16 @@ def serving(**states: HolderState) -> Iterator[dict[str, CdrHolderServer]]:
         yield {name: stack.enter_context(CdrHolderServer(state)) for name, state in states.items()}
 
 
-def holder(state: HolderState, **extra: Any) -> HolderState:
-    """Tag a state with per-holder config keys for `run_cli` (timeout, max_attempts, ...)."""
-    state.config = extra  # type: ignore[attr-defined]
-    return state
-
-
 def run_cli(
-    tmp_path: Path, servers: dict[str, CdrHolderServer], capsys: pytest.CaptureFixture[str], *args: str
+    tmp_path: Path,
+    servers: dict[str, CdrHolderServer],
+    capsys: pytest.CaptureFixture[str],
+    *args: str,
+    keys: dict[str, dict[str, Any]] | None = None,
 ) -> tuple[int, str, list[str]]:
-    """Run the CLI on a JSON holders file; returns exit code, stdout, stderr lines."""
+    """Run the CLI on a JSON holders file (plus per-holder `keys`); returns exit code, stdout, error/warning lines."""
     entries = [
-        {
-            "name": name,
-            "base_url": srv.url,
-            "timezone": srv.state.timezone,
-            **getattr(srv.state, "config", {}),
-        }
+        {"name": name, "base_url": srv.url, "timezone": srv.state.timezone, **(keys or {}).get(name, {})}
         for name, srv in servers.items()
     ]
     config = tmp_path / "holders.json"
@@ -155,11 +148,11 @@ def test_retry_after_beyond_the_budget_fails_that_holder_at_once(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     states = {
-        "busy": holder(twin(throttle_s=60, retry_after_style="seconds"), retry_budget=5),
+        "busy": twin(throttle_s=60, retry_after_style="seconds"),
         "bank": twin(seed=1),
     }
     with serving(**states) as servers:
-        code, _, err = run_cli(tmp_path, servers, capsys)
+        code, _, err = run_cli(tmp_path, servers, capsys, keys={"busy": {"retry_budget": 5}})
     assert code == 3
     assert len(err) == 1 and re.fullmatch(
         r"error: holder busy: HTTP 429 asking to retry in (59|60)s \(Retry-After\), beyond its retry_budget of 5s; "
@@ -173,11 +166,11 @@ def test_retry_after_beyond_the_budget_fails_that_holder_at_once(
 def test_5xx_is_retried_like_429(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     states = {
         "flaky": twin(failures=2),
-        "down": holder(twin(failures=9), max_attempts=2),
+        "down": twin(failures=9),
         "bank": twin(seed=1),
     }
     with serving(**states) as servers:
-        code, _, err = run_cli(tmp_path, servers, capsys)
+        code, _, err = run_cli(tmp_path, servers, capsys, keys={"down": {"max_attempts": 2}})
     assert code == 3
     assert err == ['error: holder down answered HTTP 503 (after 2 attempts): application/json: {"errors":[]}']
     assert len(states["flaky"].arrivals) == 3 and len(states["down"].arrivals) == 2
@@ -252,13 +245,14 @@ def test_html_page_with_200_is_not_the_metrics_api(
 def test_a_hung_holder_holds_up_only_itself(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Listed first, two hung holders cost their own timeout/budget; the others are fetched meanwhile."""
     states = {
-        "stuck": holder(twin(hang_s=30), timeout=1, max_attempts=2),
-        "capped": holder(twin(hang_s=30), timeout=20, retry_budget=1.5),
+        "stuck": twin(hang_s=30),
+        "capped": twin(hang_s=30),
         "bank": twin(seed=1),
         "bank2": twin(seed=2),
     }
+    keys = {"stuck": {"timeout": 1, "max_attempts": 2}, "capped": {"timeout": 20, "retry_budget": 1.5}}
     with serving(**states) as servers:
-        code, out, err = run_cli(tmp_path, servers, capsys)
+        code, out, err = run_cli(tmp_path, servers, capsys, keys=keys)
         url = {name: f"{srv.url}/cds-au/v1/admin/metrics" for name, srv in servers.items()}
     assert code == 3
     assert sorted(err) == [
