@@ -12,6 +12,10 @@ to simulate consecutive days; dates follow the holder's timezone (default Austra
 Negotiation follows the standard: `x-v` mandatory positive integer (else 400 Header/InvalidVersion),
 `x-min-v` optional positive integer (else 400), ignored when >= x-v; the highest supported version in
 range is served with an `x-v` response header, else 406 Header/UnsupportedVersion.
+
+By default it is a conformant holder; `HolderState` fields make it behave like real ones do
+(`request_time_style`, `version_report`, `throttle_s`/`retry_after_style`, `failures`,
+`extra_fields`, `maintenance_page`, `hang_s`), see docs/cdr_metrics.md.
 """
 
 from __future__ import annotations
