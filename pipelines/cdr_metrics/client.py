@@ -27,6 +27,16 @@ _URN = re.compile(r"urn:au-cds:error:cds-all:(.+)$")
 
 
 @dataclass(frozen=True)
+class _Attempt:
+    """One try of a request: the answer (None when there was none) and what to say if it is the last."""
+
+    response: httpx.Response | None
+    problem: str
+    retry_after: str | None = None
+    timed_out: bool = False
+
+
+@dataclass(frozen=True)
 class MetricsResponse:
     version: int
     payload: dict[str, Any]
@@ -176,31 +186,35 @@ class HolderClient:
         """
         h = self.holder
         for attempt in range(h.max_attempts):
-            left = self._deadline - time.monotonic()
-            timeout = max(0.001, min(h.timeout, left))
-            try:
-                response = self._request(method, url, timeout, **kwargs)
-            except httpx.TimeoutException:
-                problem, retry_after, response = f"no answer within {round(timeout, 2):g}s", None, None
-            except httpx.TransportError as err:
-                if _is_certificate_error(err):
-                    raise ApiError(
-                        f"holder {h.name}: cannot reach {_origin(url)}: {_transport_reason(err)}"
-                    ) from None
-                problem, retry_after, response = _transport_reason(err), None, None
-            else:
-                if not _retryable(response.status_code):
-                    return response
-                problem, retry_after = f"HTTP {response.status_code}", response.headers.get("Retry-After")
-            delay = self._policy.delay(attempt, retry_after)
-            if attempt + 1 == h.max_attempts or time.monotonic() + delay > self._deadline:
-                return self._give_up(method, url, attempt + 1, problem, response, retry_after)
+            outcome = self._attempt(method, url, **kwargs)
+            if outcome.response is not None and not _retryable(outcome.response.status_code):
+                return outcome.response
+            delay = self._policy.delay(attempt, outcome.retry_after)
+            over_budget = time.monotonic() + delay > self._deadline
+            if attempt + 1 == h.max_attempts or over_budget:
+                return self._give_up(url, attempt + 1, outcome, over_budget)
             log.warning(
                 "holder %s: %s %s: %s (attempt %d of %d), retrying in %.1fs",
-                h.name, method, _origin(url), problem, attempt + 1, h.max_attempts, delay,
+                h.name, method, _origin(url), outcome.problem, attempt + 1, h.max_attempts, delay,
             )  # fmt: skip
             time.sleep(delay)
         raise AssertionError("unreachable: max_attempts >= 1")
+
+    def _attempt(self, method: str, url: str, **kwargs: Any) -> _Attempt:
+        """One try, its timeout cut to what is left of the budget; transient failures become an _Attempt."""
+        timeout = max(0.001, min(self.holder.timeout, self._deadline - time.monotonic()))
+        try:
+            response = self._request(method, url, timeout, **kwargs)
+        except httpx.TimeoutException:
+            return _Attempt(None, f"no answer within {round(timeout, 2):g}s", timed_out=True)
+        except httpx.TransportError as err:
+            if _is_certificate_error(err):  # not transient: do not retry
+                raise ApiError(
+                    f"holder {self.holder.name}: cannot reach {_origin(url)}: {_transport_reason(err)}"
+                ) from None
+            return _Attempt(None, _transport_reason(err))
+        status = response.status_code
+        return _Attempt(response, f"HTTP {status}", retry_after=response.headers.get("Retry-After"))
 
     def _request(self, method: str, url: str, timeout: float, **kwargs: Any) -> httpx.Response:
         """The response, read within `timeout` seconds of wall time (httpx alone bounds each read, not the sum)."""
@@ -218,35 +232,30 @@ class HolderClient:
             streamed.status_code, headers=streamed.headers, content=bytes(body), request=streamed.request
         )
 
-    def _give_up(
-        self,
-        method: str,
-        url: str,
-        attempts: int,
-        problem: str,
-        response: httpx.Response | None,
-        retry_after: str | None,
-    ) -> httpx.Response:
+    def _give_up(self, url: str, attempts: int, last: _Attempt, over_budget: bool) -> httpx.Response:
         """The last retryable answer goes back to the caller's error message; anything else is raised here."""
         h, tries = self.holder, f"{attempts} attempt{'s' if attempts > 1 else ''}"
-        asked = retry_after_seconds(retry_after)
-        if asked is not None and time.monotonic() + asked > self._deadline:
+        asked = retry_after_seconds(last.retry_after)
+        if over_budget and asked is not None and time.monotonic() + asked > self._deadline:
             raise ApiError(
-                f"holder {h.name}: {problem} asking to retry in {asked:.0f}s (Retry-After), beyond its "
+                f"holder {h.name}: {last.problem} asking to retry in {asked:.0f}s (Retry-After), beyond its "
                 f"retry_budget of {h.retry_budget:g}s; raise retry_budget or run later"
             )
-        if response is not None and response.status_code == 429:
+        if last.response is not None and last.response.status_code == 429:
             raise ApiError(
                 f"holder {h.name}: still rate limited (HTTP 429) after {tries}; "
                 "raise max_attempts / retry_budget or run later"
             )
-        if response is not None:
+        if last.response is not None:
             self.gave_up_after = tries
-            return response
-        raise ApiError(
-            f"holder {h.name}: cannot reach {_origin(url)}: {problem} ({tries}, timeout {h.timeout:g}s, "
-            f"retry_budget {h.retry_budget:g}s); raise timeout if the holder is just slow"
+            return last.response
+        limits = f"{tries}, timeout {h.timeout:g}s, retry_budget {h.retry_budget:g}s"
+        fix = (
+            "raise timeout if the holder is just slow"
+            if last.timed_out
+            else "check base_url and that the holder is up"
         )
+        raise ApiError(f"holder {h.name}: cannot reach {_origin(url)}: {last.problem} ({limits}); {fix}")
 
     def _error_message(self, response: httpx.Response, x_v: int, x_min_v: int | None) -> str:
         name, status = self.holder.name, response.status_code
