@@ -20,6 +20,7 @@ import pytest
 
 from pipelines.cli import main
 from pipelines.sandbox.cdr_holder import CdrHolderServer, HolderClock, HolderState
+from pipelines.serve import free_port
 
 # 14:30 in Sydney (UTC+11), 11:30 in Perth (UTC+8) on Monday 2026-11-23: past 13:00 local, where a
 # wall time misread as UTC moves Sydney's dates one day late.
@@ -163,16 +164,23 @@ def test_retry_after_beyond_the_budget_fails_that_holder_at_once(
     assert loaded(tmp_path) == ["bank"]
 
 
-def test_5xx_is_retried_like_429(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    states = {
-        "flaky": twin(failures=2),
-        "down": twin(failures=9),
-        "bank": twin(seed=1),
-    }
+def test_5xx_and_connection_errors_are_retried_like_429(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    states = {"flaky": twin(failures=2), "down": twin(failures=9), "gone": twin(), "bank": twin(seed=1)}
+    nobody = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    keys = {"down": {"max_attempts": 2}, "gone": {"max_attempts": 2, "base_url": nobody}}
     with serving(**states) as servers:
-        code, _, err = run_cli(tmp_path, servers, capsys, keys={"down": {"max_attempts": 2}})
+        code, _, err = run_cli(tmp_path, servers, capsys, keys=keys)
     assert code == 3
-    assert err == ['error: holder down answered HTTP 503 (after 2 attempts): application/json: {"errors":[]}']
+    assert len(err) == 2 and err[0] == (
+        'error: holder down answered HTTP 503 (after 2 attempts): application/json: {"errors":[]}'
+    )
+    assert re.fullmatch(
+        rf"error: holder gone: cannot reach {nobody}/cds-au/v1/admin/metrics: .*Connection refused.* "
+        r"\(2 attempts, timeout 30s, retry_budget 120s\); check base_url and that the holder is up",
+        err[1],
+    ), err
     assert len(states["flaky"].arrivals) == 3 and len(states["down"].arrivals) == 2
     assert loaded(tmp_path) == ["bank", "flaky"]
 
