@@ -130,6 +130,32 @@ def _number_problem(value: Any) -> str | None:
     return f"expected a number, got {type(value).__name__}"
 
 
+def without_extensions(payload: Mapping[str, Any], skipped: list[str]) -> dict[str, Any]:
+    """`payload` minus holder extensions (`<HID>-name` keys anywhere in `data`), each noted in `skipped`.
+
+    Done before schema validation: an extension inside a map the schema types strictly (error counts by
+    HTTP status) would otherwise fail the whole holder, though recipients may ignore extensions.
+    """
+    data = payload.get("data")
+    if not isinstance(data, Mapping):
+        return dict(payload)
+    return {**payload, "data": _strip(data, "$.data", skipped)}
+
+
+def _strip(node: Any, path: str, skipped: list[str]) -> Any:
+    if isinstance(node, Mapping):
+        kept = {}
+        for key, child in node.items():
+            if _EXTENSION.match(str(key)):
+                skipped.append(f"{path}.{key} (holder extension)")
+            else:
+                kept[key] = _strip(child, f"{path}.{key}", skipped)
+        return kept
+    if isinstance(node, list):
+        return [_strip(child, f"{path}[{i}]", skipped) for i, child in enumerate(node)]
+    return node
+
+
 def observations(
     payload: Mapping[str, Any],
     version: int,

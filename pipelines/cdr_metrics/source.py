@@ -93,7 +93,8 @@ def fetch_holder(holder: HolderConfig, x_v: int, x_min_v: int | None, period: st
     """
     with HolderClient(holder) as client:
         response = client.get_metrics(x_v, x_min_v, period)
-    payload, version, skipped = response.payload, response.version, []
+    version, skipped = response.version, []
+    payload = parse.without_extensions(response.payload, skipped)
     try:
         validate_payload(payload, version)
         at = parse.read_request_time(payload["data"]["requestTime"], holder.timezone)

@@ -194,12 +194,19 @@ def test_extension_and_text_fields_are_skipped_by_name(
         "statusText": {"currentDay": "green", "previousDays": ["amber"]},
         "newMetricCount": {"currentDay": 7, "previousDays": [6, 5]},  # unknown but numeric: an extra metric
     }
-    states = {"plain": twin(), "extended": twin(extra_fields=extra)}
+
+    def nested(version: int, payload: dict[str, Any]) -> dict[str, Any]:
+        # inside a map the schema types as integers by HTTP status: must not fail validation either
+        payload["data"]["errors"]["unauthenticated"]["currentDay"]["xyz-note"] = "gateway restarts"
+        return payload
+
+    states = {"plain": twin(), "extended": twin(extra_fields=extra, payload_hook=nested)}
     with serving(**states) as servers:
         code, _, err = run_cli(tmp_path, servers, capsys)
     assert code == 0
     assert err == [
         "warning: holder extended: skipped fields the standard does not define: "
+        "$.data.errors.unauthenticated.currentDay.xyz-note (holder extension), "
         "$.data.xyz-branchNote (holder extension), $.data.xyz-uptimeDays (holder extension), "
         "$.data.statusText (not numeric)"
     ]
