@@ -105,23 +105,26 @@ def fetch_holder(holder: HolderConfig, x_v: int, x_min_v: int | None, period: st
             f"holder {holder.name}: v{version} payload breaks its schema at {err.path}: {err.problem}"
         ) from None
     snap.update(requested_x_v=x_v, requested_x_min_v=x_min_v, period=period)
-    warnings = []
-    if not at.offset_given:
-        warnings.append(
-            f"holder {holder.name}: requestTime {payload['data']['requestTime']!r} has no UTC offset; read as "
-            f"{holder.timezone} local time (local date {at.local_date}); set the holder's timezone if that is wrong"
-        )
-    if skipped:
-        warnings.append(
-            f"holder {holder.name}: skipped fields the standard does not define: {', '.join(skipped)}"
-        )
     return {
         "holder": holder.name,
         "version": version,
         "observations": rows,
         "snapshot": snap,
-        "warnings": warnings,
+        "warnings": _warnings(holder, payload["data"]["requestTime"], at, skipped),
     }
+
+
+def _warnings(holder: HolderConfig, raw_time: str, at: parse.RequestTime, skipped: list[str]) -> list[str]:
+    """What loaded but deserves a look: a wall time read in the configured zone, fields left out."""
+    out = []
+    if not at.offset_given:
+        out.append(
+            f"holder {holder.name}: requestTime {raw_time!r} has no UTC offset; read as {holder.timezone} "
+            f"local time (local date {at.local_date}); set the holder's timezone if that is wrong"
+        )
+    if skipped:
+        out.append(f"holder {holder.name}: skipped fields the standard does not define: {', '.join(skipped)}")
+    return out
 
 
 @dataclass
