@@ -36,7 +36,7 @@ holders file (TOML; JSON is a list of the same objects or {"holders": [...]}):
   [[holders]]
   name = "bank_a"
   base_url = "https://admin.bank-a.example"
-  timezone = "Australia/Sydney"
+  timezone = "Australia/Sydney" # its dates; also how a requestTime without offset is read
   token_env = "BANK_A_TOKEN"   # or token = "...", or token_endpoint + client_id + private_key_path
   cert = "client.pem"          # mTLS (optional): cert, key, ca
   key = "client.key"
@@ -74,7 +74,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     src.add_argument(
         "--timezone",
         metavar="TZ",
-        help=f"IANA zone of the holder's dates (default {settings.DEFAULT_TIMEZONE})",
+        help=f"IANA zone of the holder's dates and of a requestTime without offset (default {settings.DEFAULT_TIMEZONE})",
     )
     src.add_argument(
         "--sandbox", action="store_true", help="start the local sandbox holder and export from it"
@@ -83,7 +83,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--timeout",
         type=float,
         metavar="SECONDS",
-        help=f"seconds per HTTP attempt (default {settings.TIMEOUT_S:g}; key `timeout` in --config)",
+        help=f"seconds per HTTP attempt, for every holder (default {settings.TIMEOUT_S:g})",
     )
     src.add_argument(
         "--max-attempts",
