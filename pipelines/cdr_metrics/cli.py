@@ -9,7 +9,13 @@ from collections.abc import Iterator
 from typing import Any
 
 from pipelines.cdr_metrics import settings
-from pipelines.cdr_metrics.config import check_period, check_versions, holders_from_list, load_file
+from pipelines.cdr_metrics.config import (
+    check_concurrency,
+    check_period,
+    check_versions,
+    holders_from_list,
+    load_file,
+)
 from pipelines.errors import ApiError, ConfigError
 
 DESCRIPTION = """\
@@ -26,14 +32,22 @@ holders file (TOML; JSON is a list of the same objects or {"holders": [...]}):
   x_v = 5                      # optional run-wide settings; flags override them
   x_min_v = 2
   period = "ALL"
+  concurrency = 4              # holders fetched at once
   [[holders]]
   name = "bank_a"
   base_url = "https://admin.bank-a.example"
-  timezone = "Australia/Sydney"
+  timezone = "Australia/Sydney" # its dates; also how a requestTime without offset is read
   token_env = "BANK_A_TOKEN"   # or token = "...", or token_endpoint + client_id + private_key_path
   cert = "client.pem"          # mTLS (optional): cert, key, ca
   key = "client.key"
   ca = "ca.pem"
+  timeout = 30                 # seconds per HTTP attempt (default 30)
+  max_attempts = 3             # per request; 429, 5xx, timeouts, connection errors are retried
+  retry_budget = 120           # seconds this holder may take in all, waits included (default 120)
+
+A requestTime without UTC offset is read in the holder's timezone, with a warning line. Fields the
+standard does not define load as extra metrics when numeric; holder extensions (<HID>-name) and
+non-numeric ones are skipped with a warning line naming them.
 
 examples:
   concord-pipeline cdr-metrics --sandbox                       # local sandbox holder -> ./cdr.duckdb
@@ -60,10 +74,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     src.add_argument(
         "--timezone",
         metavar="TZ",
-        help=f"IANA zone of the holder's dates (default {settings.DEFAULT_TIMEZONE})",
+        help=f"IANA zone of the holder's dates and of a requestTime without offset (default {settings.DEFAULT_TIMEZONE})",
     )
     src.add_argument(
         "--sandbox", action="store_true", help="start the local sandbox holder and export from it"
+    )
+    src.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help=f"seconds per HTTP attempt, for every holder (default {settings.TIMEOUT_S:g})",
+    )
+    src.add_argument(
+        "--max-attempts",
+        type=int,
+        metavar="N",
+        help=f"attempts per request: 429, 5xx, timeouts are retried (default {settings.MAX_ATTEMPTS})",
+    )
+    src.add_argument(
+        "--retry-budget",
+        type=float,
+        metavar="SECONDS",
+        help=f"seconds one holder may take in all, waits included (default {settings.RETRY_BUDGET_S:g})",
+    )
+    src.add_argument(
+        "--concurrency",
+        type=int,
+        metavar="N",
+        help=f"holders fetched at once (default {settings.CONCURRENCY})",
     )
     auth = p.add_argument_group("auth (single holder)")
     auth.add_argument("--token", help="bearer token (prefer --token-env: flags show up in process lists)")
@@ -122,6 +160,11 @@ def _min_version(raw: str) -> int | str:
         raise argparse.ArgumentTypeError(f"must be a positive integer or 'none', got {raw!r}") from None
 
 
+LIMIT_FLAGS = (
+    "timeout",
+    "max_attempts",
+    "retry_budget",
+)  # per-holder keys; the flags set them for every holder
 SINGLE_FLAGS = (
     "token",
     "token_env",
@@ -147,21 +190,35 @@ def handle(args: argparse.Namespace) -> int:
     x_min_v = None if x_min_v == "none" else x_min_v
     check_versions(x_v, x_min_v)
     period = check_period(args.period or file_settings.get("period", settings.DEFAULT_PERIOD))
+    concurrency = check_concurrency(
+        args.concurrency
+        if args.concurrency is not None
+        else file_settings.get("concurrency", settings.CONCURRENCY)
+    )
     duckdb_path = args.duckdb_path or (settings.DEFAULT_DUCKDB_PATH if args.destination == "duckdb" else None)
     pipeline = make_pipeline(
         args.destination, duckdb_path, args.dataset, args.pipeline_name, args.pipelines_dir
     )
     with _sandbox(args, holders) as holders:
-        result = run(holders, pipeline, x_v=x_v, x_min_v=x_min_v, period=period)
+        result = run(holders, pipeline, x_v=x_v, x_min_v=x_min_v, period=period, concurrency=concurrency)
     print(result.summary())
     where = f" into {duckdb_path}" if duckdb_path else f" into {args.destination}"
     print(f"dataset {args.dataset}{where}; {result.seconds:.1f}s")
-    for line in result.error_lines():
+    for line in result.warning_lines() + result.error_lines():
         print(line, file=sys.stderr)
     return 0 if result.ok else ApiError.exit_code
 
 
 def _holders(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    limits = {k: getattr(args, k) for k in LIMIT_FLAGS if getattr(args, k) is not None}
+    file_settings, holders = _configured_holders(args)
+    if limits:
+        holders = [{**h, **limits} for h in holders]
+        holders_from_list(holders)
+    return file_settings, holders
+
+
+def _configured_holders(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     single = {k: getattr(args, k) for k in SINGLE_FLAGS if getattr(args, k) is not None}
     if "private_key" in single:  # the flag names a file; `private_key` in config holds PEM text
         single["private_key_path"] = single.pop("private_key")
@@ -173,7 +230,7 @@ def _holders(args: argparse.Namespace) -> tuple[dict[str, Any], list[dict[str, A
         section = load_file(args.config)
         raw = section["holders"]
         holders_from_list(raw)  # fail fast on bad input before anything is called
-        return {k: v for k, v in section.items() if k != "holders"}, list(raw)
+        return {k: v for k, v in section.items() if k != "holders"}, [dict(h) for h in _as_list(raw)]
     if args.sandbox:
         if args.base_url:
             raise ConfigError("--sandbox starts its own holder; drop --base-url")
@@ -202,7 +259,11 @@ def _holders_from_dlt_config() -> list[dict[str, Any]]:
             "or add [[sources.cdr_metrics.holders]] to .dlt/config.toml"
         )
     holders_from_list(raw)
-    return list(raw)
+    return [dict(h) for h in _as_list(raw)]
+
+
+def _as_list(raw: Any) -> list[Any]:
+    return [raw] if isinstance(raw, dict) else list(raw)
 
 
 @contextlib.contextmanager

@@ -19,11 +19,21 @@ import jwt
 from pipelines.cdr_metrics import settings
 from pipelines.cdr_metrics.config import HolderConfig
 from pipelines.errors import ApiError, ConfigError
+from pipelines.retry import RetryPolicy, retry_after_seconds
 
 log = logging.getLogger(__name__)
 
 _URN = re.compile(r"urn:au-cds:error:cds-all:(.+)$")
-_RANGE = re.compile(r"(\d+)\s*\.\.\s*(\d+)")
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    """One try of a request: the answer (None when there was none) and what to say if it is the last."""
+
+    response: httpx.Response | None
+    problem: str
+    retry_after: str | None = None
+    timed_out: bool = False
 
 
 @dataclass(frozen=True)
@@ -82,6 +92,15 @@ class HolderClient:
             headers={"Accept": "application/json"},
         )
         self._token: str | None = None
+        # Retry-After may ask for anything up to the budget: waiting less would only earn another 429.
+        self._policy = RetryPolicy(
+            max_retries=holder.max_attempts - 1,
+            backoff_base=settings.BACKOFF_BASE_S,
+            backoff_max=settings.BACKOFF_MAX_S,
+            retry_after_max=holder.retry_budget,
+        )
+        self._deadline = time.monotonic() + holder.retry_budget
+        self.gave_up_after: str | None = None  # "N attempts" when the last answer was still retryable
 
     def __enter__(self) -> HolderClient:
         return self
@@ -131,11 +150,13 @@ class HolderClient:
         response = self._send("GET", self.holder.metrics_url, params={"period": period}, headers=headers)
         if response.status_code != 200:
             raise ApiError(self._error_message(response, x_v, x_min_v))
+        payload = _json_object(response)
+        if payload is None:  # e.g. an HTML maintenance page served with 200 by a gateway
+            raise ApiError(
+                f"holder {self.holder.name}: not the metrics API right now (200 {_body_hint(response)}); "
+                "check base_url, or run later if the holder is down for maintenance"
+            )
         version = self._served_version(response, x_v, x_min_v)
-        try:
-            payload = response.json()
-        except ValueError:
-            raise ApiError(f"holder {self.holder.name}: answered 200 with a body that is not JSON") from None
         return MetricsResponse(version, payload, time.monotonic() - started)
 
     def _served_version(self, response: httpx.Response, x_v: int, x_min_v: int | None) -> int:
@@ -158,51 +179,199 @@ class HolderClient:
         return version
 
     def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        for attempt in range(1, settings.MAX_ATTEMPTS + 1):
-            try:
-                response = self._http.request(method, url, **kwargs)
-            except httpx.TransportError as err:
-                if attempt == settings.MAX_ATTEMPTS or _is_certificate_error(err):
-                    raise ApiError(
-                        f"holder {self.holder.name}: cannot reach {_origin(url)}: {_transport_reason(err)}"
-                    ) from None
-                delay = 0.5 * attempt
-            else:
-                if response.status_code not in settings.RETRY_STATUSES or attempt == settings.MAX_ATTEMPTS:
-                    return response
-                delay = _retry_after(response, 0.5 * attempt)
+        """One request with retries: 429, 5xx, timeouts and connection errors, within the holder's budget.
+
+        Each wait is the shared policy's (never shorter than the backoff, `Retry-After` in seconds or as an
+        HTTP date honoured); a wait or attempt that would overrun `retry_budget` is not started.
+        """
+        h = self.holder
+        for attempt in range(h.max_attempts):
+            outcome = self._attempt(method, url, **kwargs)
+            if outcome.response is not None and not _retryable(outcome.response.status_code):
+                return outcome.response
+            delay = self._policy.delay(attempt, outcome.retry_after)
+            over_budget = time.monotonic() + delay > self._deadline
+            if attempt + 1 == h.max_attempts or over_budget:
+                return self._give_up(url, attempt + 1, outcome, over_budget)
             log.warning(
-                "holder %s: %s %s failed (attempt %d), retrying in %.1fs",
-                self.holder.name,
-                method,
-                _origin(url),
-                attempt,
-                delay,
-            )
+                "holder %s: %s %s: %s (attempt %d of %d), retrying in %.1fs",
+                h.name, method, _origin(url), outcome.problem, attempt + 1, h.max_attempts, delay,
+            )  # fmt: skip
             time.sleep(delay)
-        raise AssertionError("unreachable")
+        raise AssertionError("unreachable: max_attempts >= 1")
+
+    def _attempt(self, method: str, url: str, **kwargs: Any) -> _Attempt:
+        """One try, its timeout cut to what is left of the budget; transient failures become an _Attempt."""
+        timeout = max(0.001, min(self.holder.timeout, self._deadline - time.monotonic()))
+        try:
+            response = self._request(method, url, timeout, **kwargs)
+        except httpx.TimeoutException:
+            return _Attempt(None, f"no answer within {round(timeout, 2):g}s", timed_out=True)
+        except httpx.TransportError as err:
+            if _is_certificate_error(err):  # not transient: do not retry
+                raise ApiError(
+                    f"holder {self.holder.name}: cannot reach {_origin(url)}: {_transport_reason(err)}"
+                ) from None
+            return _Attempt(None, _transport_reason(err))
+        status = response.status_code
+        return _Attempt(response, f"HTTP {status}", retry_after=response.headers.get("Retry-After"))
+
+    def _request(self, method: str, url: str, timeout: float, **kwargs: Any) -> httpx.Response:
+        """The response, read within `timeout` seconds of wall time (httpx alone bounds each read, not the sum)."""
+        deadline = time.monotonic() + timeout
+        with self._http.stream(method, url, timeout=timeout, **kwargs) as streamed:
+            if streamed.is_stream_consumed:  # a transport that hands over complete responses
+                return streamed
+            body = bytearray()
+            for chunk in streamed.iter_raw():
+                body += chunk
+                if time.monotonic() > deadline:
+                    raise httpx.ReadTimeout("body not complete in time", request=streamed.request)
+        # raw bytes + the original headers: the new response decodes gzip etc. itself
+        return httpx.Response(
+            streamed.status_code, headers=streamed.headers, content=bytes(body), request=streamed.request
+        )
+
+    def _give_up(self, url: str, attempts: int, last: _Attempt, over_budget: bool) -> httpx.Response:
+        """The last retryable answer goes back to the caller's error message; anything else is raised here."""
+        h, tries = self.holder, f"{attempts} attempt{'s' if attempts > 1 else ''}"
+        asked = retry_after_seconds(last.retry_after)
+        if over_budget and asked is not None and time.monotonic() + asked > self._deadline:
+            raise ApiError(
+                f"holder {h.name}: {last.problem} asking to retry in {asked:.0f}s (Retry-After), beyond its "
+                f"retry_budget of {h.retry_budget:g}s; raise retry_budget or run later"
+            )
+        if last.response is not None and last.response.status_code == 429:
+            raise ApiError(
+                f"holder {h.name}: still rate limited (HTTP 429) after {tries}; "
+                "raise max_attempts / retry_budget or run later"
+            )
+        if last.response is not None:
+            self.gave_up_after = tries
+            return last.response
+        limits = f"{tries}, timeout {h.timeout:g}s, retry_budget {h.retry_budget:g}s"
+        fix = (
+            "raise timeout if the holder is just slow"
+            if last.timed_out
+            else "check base_url and that the holder is up"
+        )
+        raise ApiError(f"holder {h.name}: cannot reach {_origin(url)}: {last.problem} ({limits}); {fix}")
 
     def _error_message(self, response: httpx.Response, x_v: int, x_min_v: int | None) -> str:
         name, status = self.holder.name, response.status_code
-        asked = range_text(x_v, x_min_v)
         errors = _cds_errors(response)
         codes = {m.group(1) for e in errors if (m := _URN.match(str(e.get("code", ""))))}
         detail = "; ".join(_clean(str(e.get("detail") or e.get("title") or "")) for e in errors)
         if status == 406 or "Header/UnsupportedVersion" in codes:
-            found = _RANGE.findall(detail)
-            if found:
-                return f"holder {name} supports versions {found[-1][0]}..{found[-1][1]}; asked for {asked}"
-            return f"holder {name} supports none of the versions asked for ({asked}): {detail or 'HTTP 406'}"
+            return _unsupported_message(name, response, errors, x_v, x_min_v, detail)
         if "Header/InvalidVersion" in codes:
             return f"holder {name} rejected the version headers (x-v {x_v}, x-min-v {x_min_v}): {detail}"
         if status in (401, 403):
             return f"holder {name} refused access (HTTP {status}): check the token, client certificate and scope {settings.SCOPE}"
+        after = f" (after {self.gave_up_after})" if self.gave_up_after else ""
         if errors:
             label = ", ".join(sorted(codes)) or "error"
-            return f"holder {name} answered HTTP {status} {label}: {detail}"
-        return (
-            f"holder {name} answered HTTP {status}: {_clean(response.text)[:200] or response.reason_phrase}"
-        )
+            return f"holder {name} answered HTTP {status}{after} {label}: {detail}"
+        return f"holder {name} answered HTTP {status}{after}: {_body_hint(response)}"
+
+
+def _unsupported_message(
+    name: str,
+    response: httpx.Response,
+    errors: list[dict[str, Any]],
+    x_v: int,
+    x_min_v: int | None,
+    detail: str,
+) -> str:
+    """406: the holder's range from its error structure or headers, never from free text (it often echoes ours)."""
+    asked = range_text(x_v, x_min_v)
+    low = x_min_v if x_min_v is not None and x_min_v < x_v else x_v
+    supported = _reported_versions(response, errors)
+    if supported is not None and not any(low <= v <= x_v for v in supported):
+        return f"holder {name} supports versions {_versions_text(supported)}; asked for {asked}"
+    said = f' (it says: "{detail[:160]}")' if detail else ""
+    return (
+        f"holder {name} supports none of the versions asked for ({asked}); which it supports is unknown{said}"
+    )
+
+
+_LIST_KEYS = {"supportedversions", "versions", "supported", "availableversions", "versionssupported"}
+_LOW_KEYS = {"xminv", "minv", "minversion", "minsupportedversion", "minimumversion", "lowestversion", "min"}
+_HIGH_KEYS = {"xv", "maxv", "maxversion", "maxsupportedversion", "maximumversion", "highestversion", "max"}
+_SPAN = re.compile(r"\s*(\d+)\s*(?:\.\.|-|to)\s*(\d+)\s*")
+
+
+def _reported_versions(response: httpx.Response, errors: list[dict[str, Any]]) -> list[int] | None:
+    """Versions a 406 says the holder supports: `errors[].meta` first, then x-min-v/x-v response headers."""
+    for error in errors:
+        meta = error.get("meta")
+        if isinstance(meta, dict) and (found := _versions_in(meta)):
+            return found
+    return _span(_positive(response.headers.get("x-min-v")), _positive(response.headers.get("x-v")))
+
+
+def _versions_in(meta: dict[str, Any]) -> list[int] | None:
+    keys = {str(k).lower().replace("-", "").replace("_", ""): v for k, v in meta.items()}
+    for key in _LIST_KEYS & keys.keys():
+        value = keys[key]
+        if isinstance(value, dict):
+            return _versions_in(value)
+        if isinstance(value, list):
+            found = sorted({n for v in value if (n := _positive(v)) is not None})
+            return found or None
+        if isinstance(value, str) and (m := _SPAN.fullmatch(value)):
+            return _span(int(m[1]), int(m[2]))
+        if (n := _positive(value)) is not None:
+            return [n]
+    low = next((_positive(keys[k]) for k in _LOW_KEYS & keys.keys()), None)
+    high = next((_positive(keys[k]) for k in _HIGH_KEYS & keys.keys()), None)
+    return _span(low, high)
+
+
+def _span(low: int | None, high: int | None) -> list[int] | None:
+    """x-min-v/x-v style bounds; one bound alone means just that version (all we can honestly say)."""
+    if low is None and high is None:
+        return None
+    low, high = low or high, high or low
+    assert low is not None and high is not None
+    return list(range(min(low, high), max(low, high) + 1)) if abs(high - low) < 1000 else None
+
+
+def _positive(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value > 0 else None
+    if isinstance(value, str) and value.strip().isdigit() and value.strip().isascii():
+        return int(value) or None
+    return None
+
+
+def _versions_text(versions: list[int]) -> str:
+    contiguous = versions == list(range(versions[0], versions[-1] + 1))
+    return f"{versions[0]}..{versions[-1]}" if contiguous else ", ".join(map(str, versions))
+
+
+def _json_object(response: httpx.Response) -> dict[str, Any] | None:
+    try:
+        body = response.json()
+    except ValueError:  # also UnicodeDecodeError
+        return None
+    return body if isinstance(body, dict) else None
+
+
+_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+
+
+def _body_hint(response: httpx.Response) -> str:
+    """What came back, short: `text/html "Down for maintenance"`, or the start of a non-HTML body."""
+    kind = response.headers.get("content-type", "").split(";")[0].strip() or "no content type"
+    text = response.text if response.content else ""
+    if "html" in kind or text.lstrip()[:1] == "<":
+        title = _TITLE.search(text)
+        return f'{kind} "{_clean(title.group(1))[:80]}"' if title else f"{kind} page"
+    snippet = _clean(text)[:160]
+    return f"{kind}: {snippet}" if snippet else f"{kind}, empty body"
 
 
 def _cds_errors(response: httpx.Response) -> list[dict[str, Any]]:
@@ -222,9 +391,8 @@ def _oauth_error(response: httpx.Response) -> str:
         return f"HTTP {response.status_code}"
 
 
-def _retry_after(response: httpx.Response, default: float) -> float:
-    raw = response.headers.get("Retry-After", "")
-    return min(float(raw), settings.MAX_RETRY_AFTER_S) if raw.replace(".", "", 1).isdigit() else default
+def _retryable(status: int) -> bool:
+    return status == 429 or (status >= 500 and status not in settings.PERMANENT_5XX)
 
 
 def _origin(url: str) -> str:

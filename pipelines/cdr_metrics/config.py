@@ -14,6 +14,9 @@ TOML (`.dlt/config.toml`, or a file given with `--config`)::
     cert = "certs/client.pem"      # mTLS client certificate (+ key) and the CA bundle to trust
     key = "certs/client.key"
     ca = "certs/ca.pem"
+    timeout = 30                   # seconds per HTTP attempt (connect + answer)
+    max_attempts = 3               # per request; 429, 5xx, timeouts and connection errors are retried
+    retry_budget = 120             # seconds this holder may take in all, waits included
 
 Secrets go to `.dlt/secrets.toml`, per holder name (dlt keeps resolved *config* values in its trace,
 secrets it does not)::
@@ -59,6 +62,8 @@ class HolderConfig:
     key: str | None = None
     ca: str | None = None
     timeout: float = settings.TIMEOUT_S
+    max_attempts: int = settings.MAX_ATTEMPTS
+    retry_budget: float = settings.RETRY_BUDGET_S
 
     def __repr__(self) -> str:  # never show secrets
         return f"HolderConfig(name={self.name!r}, base_url={self.base_url!r}, timezone={self.timezone!r})"
@@ -125,6 +130,7 @@ def _check(h: HolderConfig) -> None:
         raise ConfigError(
             f"holder {h.name}: unknown timezone {h.timezone!r}; use an IANA name such as Australia/Sydney"
         ) from None
+    _check_limits(h)
     if h.signing_alg not in settings.SIGNING_ALGORITHMS:
         raise ConfigError(
             f"holder {h.name}: signing_alg must be one of {', '.join(settings.SIGNING_ALGORITHMS)}"
@@ -148,6 +154,26 @@ def _check(h: HolderConfig) -> None:
     ):
         if path and not Path(path).expanduser().is_file():
             raise ConfigError(f"holder {h.name}: {label} file not found: {path}")
+
+
+def _check_limits(h: HolderConfig) -> None:
+    for key, value in (("timeout", h.timeout), ("retry_budget", h.retry_budget)):
+        if not _positive_number(value):
+            raise ConfigError(f"holder {h.name}: {key} must be a positive number of seconds, got {value!r}")
+    if not isinstance(h.max_attempts, int) or isinstance(h.max_attempts, bool) or h.max_attempts < 1:
+        raise ConfigError(
+            f"holder {h.name}: max_attempts must be a whole number >= 1, got {h.max_attempts!r}"
+        )
+
+
+def _positive_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < float("inf")
+
+
+def check_concurrency(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 64:
+        raise ConfigError(f"concurrency must be a whole number from 1 to 64, got {value!r}")
+    return value
 
 
 def _pem_has_key(path: str) -> bool:

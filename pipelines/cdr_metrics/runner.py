@@ -60,6 +60,9 @@ class RunResult:
             )
         return format_table(headers, rows)
 
+    def warning_lines(self) -> list[str]:
+        return [f"warning: {w}" for o in self.outcomes.holders.values() for w in o.warnings]
+
     def error_lines(self) -> list[str]:
         return [f"error: {o.error}" for o in self.outcomes.failed if o.error]
 
@@ -99,12 +102,18 @@ def run(
     x_v: int = settings.DEFAULT_X_V,
     x_min_v: int | None = settings.DEFAULT_X_MIN_V,
     period: str = settings.DEFAULT_PERIOD,
+    concurrency: int = settings.CONCURRENCY,
 ) -> RunResult:
     """Extract every holder, load what succeeded, count rows per holder before/after."""
     started = time.monotonic()
     result = RunResult(RunOutcomes(), before=row_counts(pipeline) or {})
     source = cdr_metrics(
-        holders=list(holders), x_v=x_v, x_min_v=x_min_v, period=period, outcomes=result.outcomes
+        holders=list(holders),
+        x_v=x_v,
+        x_min_v=x_min_v,
+        period=period,
+        outcomes=result.outcomes,
+        concurrency=concurrency,
     )
     try:
         pipeline.run(source)

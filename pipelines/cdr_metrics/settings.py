@@ -25,10 +25,16 @@ SIGNING_ALGORITHMS = ("PS256", "RS256", "ES256")
 DEFAULT_SIGNING_ALGORITHM = "PS256"
 CLIENT_ASSERTION_LIFETIME_S = 60
 
+# Per holder (keys `timeout`, `max_attempts`, `retry_budget`): seconds per HTTP attempt, attempts per
+# request (429, 5xx, timeouts and connection errors are retried), and seconds one holder may take in all.
 TIMEOUT_S = 30.0
 MAX_ATTEMPTS = 3
-RETRY_STATUSES = frozenset({429, 502, 503, 504})
-MAX_RETRY_AFTER_S = 30.0
+RETRY_BUDGET_S = 120.0
+BACKOFF_BASE_S = 0.5
+BACKOFF_MAX_S = 30.0
+PERMANENT_5XX = frozenset({501, 505})  # "not implemented" / "HTTP version": retrying cannot help
+# Holders fetched at once (run-wide `concurrency`): each holder waits only for itself.
+CONCURRENCY = 4
 
 OBSERVATIONS_TABLE = "metric_observations"
 SNAPSHOTS_TABLE = "snapshots"

@@ -5,8 +5,8 @@
   monthly rows while the non-null `hour_key` (-1 for them) stands in for it in the key.
 * `snapshots` - one row per holder and request, merged on (data_holder, request_time).
 
-A holder whose call fails or whose payload breaks its version's schema contributes no rows;
-the others still load. Failures are recorded in the `outcomes` object the caller passes in.
+Holders are fetched concurrently (`concurrency`, default 4). A holder whose call fails or whose
+payload breaks its version's schema contributes no rows; the others still load. Failures are recorded in the `outcomes` object the caller passes in.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -22,7 +23,13 @@ from dlt.sources import DltResource
 
 from pipelines.cdr_metrics import parse, settings
 from pipelines.cdr_metrics.client import HolderClient
-from pipelines.cdr_metrics.config import HolderConfig, check_period, check_versions, holders_from_list
+from pipelines.cdr_metrics.config import (
+    HolderConfig,
+    check_concurrency,
+    check_period,
+    check_versions,
+    holders_from_list,
+)
 from pipelines.cdr_metrics.validation import PayloadError, validate_payload
 from pipelines.errors import ConfigError, PipelineError
 
@@ -65,6 +72,7 @@ class HolderOutcome:
     snapshots: int = 0
     seconds: float = 0.0
     error: str | None = None
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -79,19 +87,64 @@ class RunOutcomes:
 
 
 def fetch_holder(holder: HolderConfig, x_v: int, x_min_v: int | None, period: str) -> dict[str, Any]:
-    """Call, validate and flatten one holder; raises PipelineError or PayloadError, loads nothing itself."""
+    """Call, validate and flatten one holder; raises PipelineError, loads nothing itself.
+
+    `warnings` in the result: an offset-less requestTime (read in the holder's timezone) and fields left out.
+    """
     with HolderClient(holder) as client:
         response = client.get_metrics(x_v, x_min_v, period)
+    version, skipped = response.version, []
+    payload = parse.without_extensions(response.payload, skipped)
     try:
-        validate_payload(response.payload, response.version)
-        rows = list(parse.observations(response.payload, response.version, holder.name, holder.timezone))
-        snap = parse.snapshot(response.payload, response.version, holder.name, holder.timezone)
+        validate_payload(payload, version)
+        at = parse.read_request_time(payload["data"]["requestTime"], holder.timezone)
+        rows = list(parse.observations(payload, version, holder.name, holder.timezone, skipped))
+        snap = parse.snapshot(payload, version, holder.name, holder.timezone)
     except PayloadError as err:
         raise PipelineError(
-            f"holder {holder.name}: v{response.version} payload breaks its schema at {err.path}: {err.problem}"
+            f"holder {holder.name}: v{version} payload breaks its schema at {err.path}: {err.problem}"
         ) from None
     snap.update(requested_x_v=x_v, requested_x_min_v=x_min_v, period=period)
-    return {"holder": holder.name, "version": response.version, "observations": rows, "snapshot": snap}
+    return {
+        "holder": holder.name,
+        "version": version,
+        "observations": rows,
+        "snapshot": snap,
+        "warnings": _warnings(holder, payload["data"]["requestTime"], at, skipped),
+    }
+
+
+def _warnings(holder: HolderConfig, raw_time: str, at: parse.RequestTime, skipped: list[str]) -> list[str]:
+    """What loaded but deserves a look: a wall time read in the configured zone, fields left out."""
+    out = []
+    if not at.offset_given:
+        out.append(
+            f"holder {holder.name}: requestTime {raw_time!r} has no UTC offset; read as {holder.timezone} "
+            f"local time (local date {at.local_date}); set the holder's timezone if that is wrong"
+        )
+    if skipped:
+        out.append(f"holder {holder.name}: skipped fields the standard does not define: {', '.join(skipped)}")
+    return out
+
+
+@dataclass
+class _Fetched:
+    item: dict[str, Any] | None
+    error: str | None
+    seconds: float
+
+
+def _fetch_isolated(holder: HolderConfig, x_v: int, x_min_v: int | None, period: str) -> _Fetched:
+    """fetch_holder in a worker thread: every failure becomes that holder's one-line error."""
+    started = time.monotonic()
+    try:
+        return _Fetched(fetch_holder(holder, x_v, x_min_v, period), None, time.monotonic() - started)
+    except PipelineError as err:
+        error = str(err)
+    except Exception as err:  # isolate the holder; the run still ends non-zero
+        error = f"holder {holder.name}: unexpected {type(err).__name__}: {' '.join(str(err).split())[:200]}"
+        log.debug("holder %s failed", holder.name, exc_info=True)
+    return _Fetched(None, error, time.monotonic() - started)
 
 
 def with_credentials(holders: list[dict[str, Any]], credentials: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -107,6 +160,21 @@ def with_credentials(holders: list[dict[str, Any]], credentials: Mapping[str, An
     return [{**h, **credentials.get(str(h.get("name")), {})} for h in holders]
 
 
+def _record(outcome: HolderOutcome, fetched: _Fetched, level: int) -> dict[str, Any] | None:
+    outcome.seconds = fetched.seconds
+    if fetched.item is None:
+        outcome.error = fetched.error
+        log.log(level, "%s", fetched.error)
+        return None
+    outcome.version = fetched.item["version"]
+    outcome.observations = len(fetched.item["observations"])
+    outcome.snapshots = 1
+    outcome.warnings = list(fetched.item["warnings"])
+    for warning in outcome.warnings:
+        log.log(level, "%s", warning)
+    return fetched.item
+
+
 @dlt.source(name=settings.SOURCE_NAME)
 def cdr_metrics(
     holders: list[dict[str, Any]] = dlt.config.value,
@@ -115,43 +183,34 @@ def cdr_metrics(
     x_min_v: int | None = settings.DEFAULT_X_MIN_V,
     period: str = settings.DEFAULT_PERIOD,
     outcomes: RunOutcomes | None = None,
+    concurrency: int = settings.CONCURRENCY,
 ) -> Sequence[DltResource]:
     """Get Metrics from every configured holder (`[[sources.cdr_metrics.holders]]`).
 
     `credentials` (secrets.toml `[sources.cdr_metrics.credentials.<holder name>]`, keys `token` and/or
     `private_key`) keeps secrets out of `holders`: dlt records resolved config values in its trace,
-    secrets it does not.
+    secrets it does not. `concurrency` holders are fetched at once, each bounded by its own `timeout`
+    and `retry_budget`, so a hung holder holds up only itself.
     """
     raw = [asdict(h) if isinstance(h, HolderConfig) else dict(h) for h in holders]
     configs = holders_from_list(with_credentials(raw, credentials or {}))
     check_versions(x_v, x_min_v)
     period = check_period(period)
+    workers = min(check_concurrency(concurrency), len(configs))
     report = outcomes if outcomes is not None else RunOutcomes()
     # Callers that collect outcomes report failures themselves; otherwise make them visible here.
     level = logging.INFO if outcomes is not None else logging.WARNING
 
     @dlt.resource(name="holder_payloads", selected=False)
     def holder_payloads() -> Iterator[dict[str, Any]]:
-        for holder in configs:
-            outcome = report.holders.setdefault(holder.name, HolderOutcome(holder.name))
-            started = time.monotonic()
-            try:
-                item = fetch_holder(holder, x_v, x_min_v, period)
-            except PipelineError as err:
-                outcome.error = str(err)
-                log.log(level, "%s", err)
-                continue
-            except Exception as err:  # isolate the holder; the run still ends non-zero
-                outcome.error = f"holder {holder.name}: unexpected {type(err).__name__}: {' '.join(str(err).split())[:200]}"
-                log.log(level, "%s", outcome.error)
-                log.debug("holder %s failed", holder.name, exc_info=True)
-                continue
-            finally:
-                outcome.seconds = time.monotonic() - started
-            outcome.version = item["version"]
-            outcome.observations = len(item["observations"])
-            outcome.snapshots = 1
-            yield item
+        for holder in configs:  # summary rows in configuration order, whatever order they finish in
+            report.holders.setdefault(holder.name, HolderOutcome(holder.name))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cdr-holder") as pool:
+            futures = {pool.submit(_fetch_isolated, h, x_v, x_min_v, period): h.name for h in configs}
+            for future in as_completed(futures):
+                item = _record(report.holders[futures[future]], future.result(), level)
+                if item is not None:
+                    yield item
 
     @dlt.transformer(
         data_from=holder_payloads,

@@ -39,6 +39,35 @@ def validator(version: int) -> Draft202012Validator:
     return Draft202012Validator(schema, registry=_registry())
 
 
+Schema = dict[str, Any]
+
+
+def _resolve(node: Any) -> Schema | None:
+    while isinstance(node, dict) and "$ref" in node:  # the schemas only use whole-file references
+        node = _registry().contents(node["$ref"])
+    return node if isinstance(node, dict) else None
+
+
+def data_schema(version: int) -> Schema | None:
+    """The schema of `data` for `version`: what the standard defines, so anything else is unknown."""
+    return child_schema(_resolve(_registry().contents(ROOTS[version])), "data") if version in ROOTS else None
+
+
+def child_schema(schema: Schema | None, key: str) -> Schema | None:
+    """The schema of `key` under an object schema, or None when the standard does not define that key."""
+    if schema is None:
+        return None
+    properties = schema.get("properties") or {}
+    if key in properties:
+        return _resolve(properties[key])
+    extra = schema.get("additionalProperties")  # e.g. error counts keyed by HTTP status
+    return _resolve(extra) if isinstance(extra, dict) else None
+
+
+def item_schema(schema: Schema | None) -> Schema | None:
+    return _resolve(schema.get("items")) if schema is not None else None
+
+
 def json_path(parts: Any) -> str:
     out = "$"
     for part in parts:

@@ -12,11 +12,18 @@ to simulate consecutive days; dates follow the holder's timezone (default Austra
 Negotiation follows the standard: `x-v` mandatory positive integer (else 400 Header/InvalidVersion),
 `x-min-v` optional positive integer (else 400), ignored when >= x-v; the highest supported version in
 range is served with an `x-v` response header, else 406 Header/UnsupportedVersion.
+
+By default it is a conformant holder; `HolderState` fields make it behave like real ones do
+(`request_time_style`, `version_report`, `throttle_s`/`retry_after_style`, `failures`,
+`extra_fields`, `maintenance_page`, `hang_s`), see docs/cdr_metrics.md.
 """
 
 from __future__ import annotations
 
+import asyncio
+import email.utils
 import hashlib
+import math
 import secrets
 import ssl
 import threading
@@ -32,7 +39,7 @@ from zoneinfo import ZoneInfo
 import jwt
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from pipelines.serve import BackgroundServer
@@ -97,6 +104,23 @@ class HolderState:
     payload_hook: Callable[[int, dict[str, Any]], dict[str, Any]] | None = None  # e.g. break the schema
     served: list[dict[str, Any]] = field(default_factory=list)  # {"version", "period", "payload"} per 200
     requests: int = 0
+    # How real holders differ (issue 17); the defaults are a conformant holder.
+    request_time_style: str = (
+        "utc"  # utc "...Z" | offset "local+11:00" | naive "local, no offset" | lowercase
+    )
+    version_report: str = (
+        "meta"  # where a 406 says the supported range: meta (errors[].meta) | headers | none
+    )
+    throttle_s: float = 0.0  # answer 429 for this long after the first metrics request
+    retry_after_style: str = "date"  # Retry-After of those 429s: date (HTTP date) | seconds
+    failures: int = 0  # the first N metrics requests answer 503
+    extra_fields: dict[str, Any] = field(
+        default_factory=dict
+    )  # merged into `data`: extensions, unknown metrics
+    maintenance_page: bool = False  # answer 200 with an HTML maintenance page instead of the API
+    hang_s: float = 0.0  # hold every metrics answer this long, or until the client hangs up
+    arrivals: list[float] = field(default_factory=list)  # time.monotonic() of each metrics request
+    _throttled_until: float | None = field(default=None, repr=False)
     _issued: dict[str, float] = field(default_factory=dict, repr=False)
     _jti: set[str] = field(default_factory=set, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -130,13 +154,24 @@ class HolderState:
 
 
 class CdsError(Exception):
-    def __init__(self, status: int, code: str, title: str, detail: str) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        title: str,
+        detail: str,
+        meta: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(detail)
         self.status, self.code, self.title, self.detail = status, code, title, detail
+        self.meta, self.headers = meta, headers
 
     def response(self) -> JSONResponse:
-        body = {"errors": [{"code": URN + self.code, "title": self.title, "detail": self.detail}]}
-        return JSONResponse(body, status_code=self.status)
+        error: dict[str, Any] = {"code": URN + self.code, "title": self.title, "detail": self.detail}
+        if self.meta:
+            error["meta"] = self.meta
+        return JSONResponse({"errors": [error]}, status_code=self.status, headers=self.headers)
 
 
 def _positive_int(raw: str | None) -> int | None:
@@ -146,8 +181,13 @@ def _positive_int(raw: str | None) -> int | None:
     return value if value > 0 else None
 
 
-def negotiate(x_v: str | None, x_min_v: str | None, supported: Iterable[int]) -> int:
-    """The version to serve, or CdsError 400 InvalidVersion / 406 UnsupportedVersion."""
+def negotiate(x_v: str | None, x_min_v: str | None, supported: Iterable[int], report: str = "meta") -> int:
+    """The version to serve, or CdsError 400 InvalidVersion / 406 UnsupportedVersion.
+
+    A 406 tells the holder's own range (x-min-v..x-v) in `errors[].meta` (report="meta"), in x-min-v/x-v
+    response headers ("headers") or not at all ("none"); its free-text detail only repeats what was
+    asked, as real holders' often do, so clients must not read a range out of it.
+    """
     high = _positive_int(x_v)
     if high is None:
         raise CdsError(
@@ -167,11 +207,14 @@ def negotiate(x_v: str | None, x_min_v: str | None, supported: Iterable[int]) ->
     versions = sorted(set(supported))
     candidates = [v for v in versions if low <= v <= high]
     if not candidates:
+        own = {"x-min-v": str(versions[0]), "x-v": str(versions[-1])}
         raise CdsError(
             406,
             "Header/UnsupportedVersion",
             "Unsupported Version",
-            f"Requested versions {low}..{high}; this holder supports {versions[0]}..{versions[-1]}",
+            f"Requested versions {low}..{high} are not supported",
+            meta=own if report == "meta" else None,
+            headers=own if report == "headers" else None,
         )
     return candidates[-1]
 
@@ -300,11 +343,13 @@ def _month_back(first: date, months: int) -> date:
     return date(index // 12, index % 12 + 1, 1)
 
 
-def metrics_data(seed: int, now: datetime, timezone: str, version: int, period: str) -> dict[str, Any]:
+def metrics_data(
+    seed: int, now: datetime, timezone: str, version: int, period: str, request_time_style: str = "utc"
+) -> dict[str, Any]:
     """The `data` object of a Get Metrics response of `version` (2..5) at `now`."""
     b = _Builder(seed, _Day.at(now, timezone), period)
     tiers = TIERS + (SECONDARY_TIERS if version >= 3 else ())
-    data: dict[str, Any] = {"requestTime": now.astimezone(UTC).isoformat().replace("+00:00", "Z")}
+    data: dict[str, Any] = {"requestTime": request_time_text(now, timezone, request_time_style)}
     if version >= 4:
         data["availability"] = {
             k: b.ratio(f"availability.{k}", True, months=True)
@@ -355,6 +400,19 @@ def metrics_data(seed: int, now: datetime, timezone: str, version: int, period: 
     return data
 
 
+def request_time_text(now: datetime, timezone: str, style: str = "utc") -> str:
+    """`requestTime` as holders write it: conformant (utc, offset, lowercase) or without offset (naive)."""
+    local = now.astimezone(ZoneInfo(timezone))
+    if style == "offset":
+        return local.isoformat()
+    if style == "naive":  # local wall time, offset dropped: non-conformant but seen in practice
+        return local.replace(tzinfo=None).isoformat()
+    utc = now.astimezone(UTC).replace(tzinfo=None)
+    if style == "lowercase":  # RFC 3339 allows t/z in lower case and any number of fractional digits
+        return f"{utc:%Y-%m-%dt%H:%M:%S}.{utc.microsecond:06d}123z"
+    return utc.isoformat() + "Z"
+
+
 def _authorisations(b: _Builder, seed: int, version: int) -> dict[str, Any]:
     out: dict[str, Any] = {
         "activeAuthorisationCount": {
@@ -380,6 +438,43 @@ def _unauthorized(detail: str) -> JSONResponse:
     return JSONResponse(body, status_code=401, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
 
 
+MAINTENANCE_PAGE = """<!DOCTYPE html>
+<html><head><title>Scheduled maintenance</title></head>
+<body><h1>We'll be back soon</h1><p>Our services are being upgraded.</p></body></html>
+"""
+
+
+async def _hold(request: Request, seconds: float) -> None:
+    """A hung holder: answer nothing for `seconds`, or until the client gives up and hangs up."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not await request.is_disconnected():
+        await asyncio.sleep(0.05)
+
+
+def _outage(state: HolderState) -> Response | None:
+    """503 for the first `failures` requests, then 429 while throttled (Retry-After as date or seconds)."""
+    with state._lock:
+        if state.failures > 0:
+            state.failures -= 1
+            return JSONResponse({"errors": []}, status_code=503, headers={"Retry-After": "0"})
+        if not state.throttle_s:
+            return None
+        now = time.time()
+        if state._throttled_until is None:
+            state._throttled_until = now + state.throttle_s
+        until = state._throttled_until
+    if now >= until:
+        return None
+    when = math.ceil(until)  # an HTTP date has whole seconds: round up, never invite an early retry
+    header = (
+        email.utils.formatdate(when, usegmt=True)
+        if state.retry_after_style == "date"
+        else str(math.ceil(until - now))
+    )
+    body = {"errors": [{"code": "429", "title": "Too Many Requests", "detail": "slow down"}]}
+    return JSONResponse(body, status_code=429, headers={"Retry-After": header})
+
+
 def _oauth_error(error: str, description: str, status: int = 400) -> JSONResponse:
     return JSONResponse({"error": error, "error_description": description}, status_code=status)
 
@@ -388,8 +483,15 @@ def create_holder_app(holder_state: HolderState | None = None) -> Starlette:
     """Starlette app serving `GET /cds-au/v1/admin/metrics` and `POST /token` for one holder."""
     state = holder_state or HolderState()
 
-    async def metrics(request: Request) -> JSONResponse:
+    async def metrics(request: Request) -> Response:
         state.requests += 1
+        state.arrivals.append(time.monotonic())
+        if state.hang_s:
+            await _hold(request, state.hang_s)
+        if state.maintenance_page:
+            return HTMLResponse(MAINTENANCE_PAGE)  # a gateway's page, with 200, instead of the API
+        if (outage := _outage(state)) is not None:
+            return outage
         if state.token_required:
             auth = request.headers.get("authorization", "")
             scheme, _, token = auth.partition(" ")
@@ -399,13 +501,19 @@ def create_holder_app(holder_state: HolderState | None = None) -> Starlette:
                 return _unauthorized("the bearer token is unknown or expired")
         try:
             version = negotiate(
-                request.headers.get("x-v"), request.headers.get("x-min-v"), state.supported_versions
+                request.headers.get("x-v"),
+                request.headers.get("x-min-v"),
+                state.supported_versions,
+                state.version_report,
             )
             period = check_period(request.query_params.get("period"))
         except CdsError as err:
             return err.response()
         payload: dict[str, Any] = {
-            "data": metrics_data(state.seed, state.clock.now(), state.timezone, version, period),
+            "data": metrics_data(
+                state.seed, state.clock.now(), state.timezone, version, period, state.request_time_style
+            )
+            | state.extra_fields,
             "links": {"self": str(request.url)},
             "meta": {},
         }

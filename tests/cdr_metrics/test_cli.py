@@ -91,6 +91,18 @@ def test_single_holder_flags_and_json_config(tmp_path: Path, capsys: pytest.Capt
             "unknown dlt destination 'nosuchdb'",
         ),
         (["--config", "/no/such.toml"], "cannot read config file /no/such.toml"),
+        (
+            ["--holder", "a", "--base-url", "http://x", "--timeout", "0"],
+            "holder a: timeout must be a positive number of seconds, got 0.0",
+        ),
+        (
+            ["--holder", "a", "--base-url", "http://x", "--max-attempts", "0"],
+            "holder a: max_attempts must be a whole number >= 1, got 0",
+        ),
+        (
+            ["--holder", "a", "--base-url", "http://x", "--concurrency", "0"],
+            "concurrency must be a whole number from 1 to 64, got 0",
+        ),
     ],
 )
 def test_bad_input_is_one_clear_line(

@@ -61,7 +61,7 @@ def test_each_version_loads_several_holders_in_one_run(state: HolderState, pipel
 def _daily_series(payload: dict[str, Any]) -> dict[tuple[str, str], list[tuple[date, float]]]:
     """What the holder served per daily series: (metric, dimension) -> [(date, value)], computed independently."""
     data = payload["data"]
-    today = parse.local_date(parse.request_time(payload), "Australia/Sydney")
+    today = parse.local_date(parse.request_time(payload, "Australia/Sydney"), "Australia/Sydney")
     out: dict[tuple[str, str], list[tuple[date, float]]] = {}
     for tier in ("unauthenticated", "highPriority", "lowPriority", "unattended", "largePayload"):
         node = data["invocations"][tier]
@@ -83,7 +83,7 @@ def _daily_series(payload: dict[str, Any]) -> dict[tuple[str, str], list[tuple[d
 
 def _hourly(payload: dict[str, Any], tier: str) -> dict[tuple[date, int], float]:
     node = payload["data"]["performance"][tier]
-    today = parse.local_date(parse.request_time(payload), "Australia/Sydney")
+    today = parse.local_date(parse.request_time(payload, "Australia/Sydney"), "Australia/Sydney")
     out = {(today, h): float(v) for h, v in enumerate(node["currentDay"])}
     for i, day in enumerate(node["previousDays"]):
         out.update({(today - timedelta(days=i + 1), h): float(v) for h, v in enumerate(day)})
@@ -157,7 +157,10 @@ def test_history_accumulates_without_duplicates(
         pipeline,
         "SELECT count(DISTINCT period_date) FROM metric_observations WHERE metric = 'session_count' AND grain = 'day'",
     )
-    run_dates = {parse.local_date(parse.request_time(s["payload"]), "Australia/Sydney") for s in state.served}
+    run_dates = {
+        parse.local_date(parse.request_time(s["payload"], "Australia/Sydney"), "Australia/Sydney")
+        for s in state.served
+    }
     assert sorted(run_dates) == [
         date(2026, 11, 23),
         date(2026, 11, 25),
@@ -199,7 +202,9 @@ def test_duckdb_file_named_like_the_dataset_loads(state: HolderState, tmp_path) 
     """cdr_metrics.duckdb holding dataset cdr_metrics: DuckDB's binder would find every name ambiguous."""
     from pipelines.cdr_metrics.runner import make_pipeline
 
-    pipeline = make_pipeline(duckdb_path=tmp_path / "cdr_metrics.duckdb", pipelines_dir=tmp_path / "dlt", pipeline_name="same_name")
+    pipeline = make_pipeline(
+        duckdb_path=tmp_path / "cdr_metrics.duckdb", pipelines_dir=tmp_path / "dlt", pipeline_name="same_name"
+    )
     with CdrHolderServer(state) as server:
         result = run([holder_config(server)], pipeline)
     assert not result.outcomes.failed

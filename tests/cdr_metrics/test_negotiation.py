@@ -169,10 +169,10 @@ def test_error_bodies_without_ranges_or_cds_shape() -> None:
         ]
     }
     cases = [
-        (answer(406, cds), "holder h supports none of the versions asked for (2..5): nope"),
+        (answer(406, cds), 'holder h supports none of the versions asked for (2..5); which it supports is unknown (it says: "nope")'),
         (answer(400, {"errors": [{**cds["errors"][0], "code": "urn:au-cds:error:cds-all:Header/InvalidVersion"}]}),
          "holder h rejected the version headers (x-v 5, x-min-v 2): nope"),
-        (answer(500, {"message": "boom"}), 'holder h answered HTTP 500: {"message":"boom"}'),
+        (answer(500, {"message": "boom"}), 'holder h answered HTTP 500 (after 3 attempts): application/json: {"message":"boom"}'),
     ]  # fmt: skip
     for transport, message in cases:
         with HolderClient(holder, transport=transport) as c, pytest.raises(ApiError) as err:

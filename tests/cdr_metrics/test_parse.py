@@ -254,3 +254,108 @@ def test_sandbox_payloads_validate_and_are_deterministic(version: int, period: s
                 midnight = datetime.combine(local.date(), datetime.min.time(), ZoneInfo(tz))
                 elapsed = int((now - midnight).total_seconds() // 3600)  # 24 at 23:59 on a 25-hour day
                 assert hours == elapsed < hours_in_day(local.date(), ZoneInfo(tz))
+
+
+@pytest.mark.parametrize(
+    ("raw", "utc", "offset_given"),
+    [
+        ("2026-11-22T22:30:00Z", "2026-11-22T22:30:00+00:00", True),
+        ("2026-11-22t22:30:00z", "2026-11-22T22:30:00+00:00", True),
+        ("2026-11-22 22:30:00Z", "2026-11-22T22:30:00+00:00", True),
+        ("2026-11-22T22:30:00.5Z", "2026-11-22T22:30:00.500000+00:00", True),
+        ("2026-11-22T22:30:00.123456789z", "2026-11-22T22:30:00.123456+00:00", True),
+        ("2026-11-23T09:30:00+11:00", "2026-11-22T22:30:00+00:00", True),
+        ("2026-11-22T17:30:00-05:00", "2026-11-22T22:30:00+00:00", True),
+        ("2026-11-22T22:30:00-00:00", "2026-11-22T22:30:00+00:00", True),  # UTC, local offset unknown
+        ("2026-12-31T23:59:60Z", "2026-12-31T23:59:59+00:00", True),  # a leap second
+        # no offset: the holder's wall time (Sydney, UTC+11 in November), never UTC
+        ("2026-11-23T09:30:00", "2026-11-22T22:30:00+00:00", False),
+        ("2026-11-23T14:30:00.25", "2026-11-23T03:30:00.250000+00:00", False),
+    ],
+)
+def test_request_time_is_rfc3339(raw: str, utc: str, offset_given: bool) -> None:
+    got = parse.read_request_time(raw, "Australia/Sydney")
+    assert got.utc.isoformat() == utc and got.offset_given is offset_given
+
+
+def test_offset_less_request_time_keeps_its_wall_date() -> None:
+    # 14:30 in Sydney: read as UTC it would be 01:30 on the 24th there, every series one day late
+    p = payload("2026-11-23T14:30:00", sessionCount={"currentDay": 5, "previousDays": [4]})
+    assert {(r["period_date"], r["value"]) for r in rows(p, 2)} == {
+        (date(2026, 11, 23), 5),
+        (date(2026, 11, 22), 4),
+    }
+    assert parse.snapshot(p, 2, "h", "Australia/Sydney")["local_date"] == date(2026, 11, 23)
+    perth = parse.read_request_time("2026-11-23T23:30:00", "Australia/Perth")
+    assert (perth.local_date, perth.utc.isoformat()) == (date(2026, 11, 23), "2026-11-23T15:30:00+00:00")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "2026-11-23",
+        "2026-11-23T09:30Z",  # seconds are not optional
+        "20261123T093000Z",
+        "2026-11-23T09:30:00+1100",
+        "2026-11-23T09:30:00+24:00",
+        "2026-02-30T00:00:00Z",
+        "2026-11-23T24:00:00Z",
+        "2026-11-23T09:30:00.Z",
+        "2026-11-23T09:30:00ZZ",
+        "Mon, 23 Nov 2026 09:30:00 GMT",
+        1795000000,
+    ],
+)
+def test_request_time_rejects_what_is_not_rfc3339(raw: Any) -> None:
+    with pytest.raises(PayloadError) as err:
+        parse.read_request_time(raw, "Australia/Sydney")
+    assert err.value.path == "$.data.requestTime"
+
+
+def test_unknown_fields_load_when_numeric_and_are_named_when_skipped() -> None:
+    p = payload(
+        "2026-11-23T00:00:00Z",
+        sessionCount={"currentDay": 5, "previousDays": [4], "xyz-target": 9},
+        invocations={
+            "highPriority": {"currentDay": 3},
+            "xyz-premium": {"currentDay": 1},
+            "burst": {"currentDay": 2},
+        },
+        errors={"aggregate": {"currentDay": {"500": 1, "xyz-note": "restart"}}},
+        **{
+            "xyz-flag": True,
+            "colour": {"currentDay": "green"},
+            "uptime": 5,
+            "hourlyThing": {"currentDay": [1, "x"]},
+        },
+    )
+    skipped: list[str] = []
+    got = {
+        (r["metric"], r["dimension"], r["period_date"]): r["value"]
+        for r in parse.observations(p, 5, "h", "UTC", skipped)
+    }
+    assert got[("invocations", "burst", date(2026, 11, 23))] == 2  # unknown tier, numeric: loads
+    assert got[("session_count", "", date(2026, 11, 22))] == 4
+    assert got[("errors", "aggregate.500", date(2026, 11, 23))] == 1
+    assert not any("xyz" in d or m in ("colour", "uptime", "hourly_thing") for m, d, _ in got)
+    assert skipped == [
+        "$.data.sessionCount.xyz-target (holder extension)",
+        "$.data.invocations.xyz-premium (holder extension)",
+        "$.data.errors.aggregate.currentDay.xyz-note (holder extension)",
+        "$.data.xyz-flag (holder extension)",
+        "$.data.colour (not numeric)",
+        "$.data.uptime (not a daily/monthly series)",
+        "$.data.hourlyThing (not numeric)",
+    ]
+
+
+def test_sandbox_payloads_have_nothing_unknown() -> None:
+    from datetime import UTC, datetime
+
+    from pipelines.sandbox.cdr_holder import metrics_data
+
+    for version in (2, 3, 4, 5):
+        skipped: list[str] = []
+        data = metrics_data(3, datetime(2026, 11, 23, tzinfo=UTC), "Australia/Sydney", version, "ALL")
+        assert list(parse.observations({"data": data}, version, "h", "Australia/Sydney", skipped))
+        assert skipped == [], version
