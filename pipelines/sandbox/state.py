@@ -347,6 +347,22 @@ class SandboxState:
             self._add_rows(rows)
             return [row.id for row in rows]
 
+    def delete_events(self, n: int, seed: int | None = None) -> list[str]:
+        """Erase `n` random events: the API stops serving them (a privacy erasure or a purge)."""
+        if n <= 0:
+            return []
+        with self.lock:
+            rng = self._rng(seed)
+            chosen = sorted(rng.sample(range(len(self.events)), min(n, len(self.events))), reverse=True)
+            gone = [self.events.pop(i) for i in chosen]
+            erased = {row.id for row in gone}
+            for row in gone:
+                del self.event_by_id[row.id]
+            for sort, order in self._orders.items():
+                self._orders[sort] = [row for row in order if row.id not in erased]
+            self._changed()
+            return [row.id for row in gone]
+
     def finish_scans(self) -> int:
         """Complete every running scan with real results."""
         with self.lock:
@@ -400,7 +416,7 @@ class SandboxState:
 
     def mutate(self, insert_events: int = 0, update_events: int = 0, late_events: int = 0, import_events: int = 0,
                finish_scans: bool = False, new_scans: int = 0, advance_compliance: int = 0,
-               insert_compliance: int = 0, seed: int | None = None) -> dict[str, Any]:
+               insert_compliance: int = 0, seed: int | None = None, delete_events: int = 0) -> dict[str, Any]:
         """All mutations in one call (what POST /_sandbox/mutate runs); returns the ids/counts changed."""
         with self.lock:
             if seed is not None:
@@ -414,6 +430,7 @@ class SandboxState:
                 "new_scans": self.new_scans(new_scans) if new_scans else 0,
                 "advanced_compliance": self.advance_compliance(advance_compliance) if advance_compliance else [],
                 "inserted_compliance": self.insert_compliance(insert_compliance) if insert_compliance else [],
+                "deleted": self.delete_events(delete_events),
                 "now": d.iso(self.clock.now_ms()),
             }
 
