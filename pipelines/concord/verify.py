@@ -292,7 +292,7 @@ def trusted_total(body: Any) -> int | None:
 def api_keys(setup: _Setup, client: ConcordClient, resource: str, window: Window) -> set[Hashable]:
     """Every key the API serves in `window`, paged to an empty page; halves instead of deep offsets."""
     path, query, fields = _path(client, resource), _query(setup, resource), API_KEYS[resource]
-    keys: set[Hashable] = set()
+    seen: dict[Hashable, bool] = {}  # key -> the row sits at exactly window.end (an inclusive endDate)
     offset, trusted = 0, None
     stats = ResourceStats()
     while True:
@@ -309,16 +309,34 @@ def api_keys(setup: _Setup, client: ConcordClient, resource: str, window: Window
         if not isinstance(items, list):
             raise ApiError(f"{client.base_url}{path} answered a page without an 'items' list; is --base-url the Concord API?")
         trusted = trusted_total(body) if offset == 0 else trusted
-        fresh = {_api_key(item, fields) for item in items} - keys
-        if not fresh:  # an empty page, or a server that ignores offset: either way nothing more to read
+        _check_filter_field(items, window, f"{client.base_url}{path}")
+        fresh = {_api_key(item, fields): _at_end(item, window) for item in items}
+        if not fresh.keys() - seen.keys():  # an empty page, or a server ignoring offset: nothing more to read
             break
-        keys |= fresh
+        seen.update(fresh)
         offset += len(items)
-    if trusted is not None and len(keys) < trusted:
+    if trusted is not None and len(seen) < trusted:
         # Deleting rows on an incomplete id list would erase live data: refuse instead.
-        raise ApiError(f"the API's ids for {iso(window.start)}..{iso(window.end)} did not add up ({len(keys)} of {trusted}); "
+        raise ApiError(f"the API's ids for {iso(window.start)}..{iso(window.end)} did not add up ({len(seen)} of {trusted}); "
                        "nothing was deleted; run verify again")
-    return keys
+    return {key for key, at_end in seen.items() if not at_end}
+
+
+def _check_filter_field(items: list[Any], window: Window, where: str) -> None:
+    """Days are matched on dateUpdated: a server filtering on another date would make live rows look gone."""
+    for item in items:
+        updated = to_utc(item.get("dateUpdated")) if isinstance(item, dict) else None
+        if updated is not None and not window.start <= updated <= window.end:  # an inclusive endDate is tolerated
+            raise ApiError(
+                f"{where} returned a row updated at {iso(updated)} for startDate/endDate {iso(window.start)}..{iso(window.end)}: "
+                "this server filters dates on another field than dateUpdated, so verify cannot match its days with the "
+                "warehouse; nothing was deleted (use `run --full-refresh` to re-read everything)"
+            )
+
+
+def _at_end(item: Any, window: Window) -> bool:
+    """A row at exactly the window's end, served by a server whose endDate is inclusive: the next day's."""
+    return isinstance(item, dict) and to_utc(item.get("dateUpdated")) == window.end
 
 
 def _api_key(item: dict[str, Any], fields: tuple[str, ...]) -> Hashable:
