@@ -29,6 +29,7 @@ from pipelines.concord.records import to_utc
 from pipelines.concord.runner import (
     RunOptions,
     _config,
+    _first_line,
     _setting,
     exclusive,
     make_destination,
@@ -38,7 +39,7 @@ from pipelines.concord.runner import (
 )
 from pipelines.concord.source import DELETED_COLUMN, REQUEST_EVENT_KEY, validate_organization_id
 from pipelines.concord.windows import Window, iso
-from pipelines.errors import ApiError, ConfigError
+from pipelines.errors import ApiError, ConfigError, PipelineError
 from pipelines.report import format_table
 
 EXIT_DIFFERENT = 5  # documented in the README: days differ (after the repair, when --repair was given)
@@ -162,6 +163,16 @@ class _Setup:
 def verify(options: VerifyOptions) -> VerifyResult:
     """Compare (and with `repair`, fix) every day since `since`; raises PipelineError on what the user can fix."""
     setup = _setup(options)
+    try:
+        return _verify(setup, options)
+    except PipelineError:
+        raise
+    except Exception as err:  # a destination that cannot be reached or queried: one line, not a traceback
+        raise PipelineError(f"verify failed: {type(err).__name__}: {_first_line(err)}; nothing was marked or deleted "
+                            "after the failure (use --debug for the traceback)") from err
+
+
+def _verify(setup: _Setup, options: VerifyOptions) -> VerifyResult:
     with ConcordClient(setup.client_options) as client:
         with setup.locked():
             checked, skipped, cutoffs = _check_all(setup, client)

@@ -23,10 +23,11 @@ DAY_ROW = re.compile(r"^(\w+)\s+(\d{4}-\d{2}-\d{2})\s+(\d+)\s+(\d+)\s+(-?\d+)\s*
 
 @pytest.fixture
 def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str]]:
-    def invoke(export: Export, *args: str, dataset: str | None = None, destination: str | None = None) -> tuple[int, str]:
+    def invoke(export: Export, *args: str, dataset: str | None = None, destination: str | None = None,
+               base_url: str | None = None) -> tuple[int, str]:
         monkeypatch.setenv("SOURCES__CONCORD__API_KEY", export.sandbox.api_key)
         where = ["--destination", destination] if destination else ["--duckdb-path", export.duckdb_path]
-        argv = ["verify", "--org", export.sandbox.org_id, "--base-url", export.sandbox.base_url, *where,
+        argv = ["verify", "--org", export.sandbox.org_id, "--base-url", base_url or export.sandbox.base_url, *where,
                 "--pipeline-name", export.pipeline_name, "--pipelines-dir", str(export.tmp / "pipelines"),
                 "--lag-seconds", "0", "--since", SINCE, *(["--dataset", dataset] if dataset else []), *args]
         capsys.readouterr()
@@ -214,3 +215,43 @@ def test_a_total_is_trusted_only_when_present_and_not_at_a_round_cap():
     assert trusted_total({"total": 10_000, "items": []}) is None  # Elasticsearch's track_total_hits cap
     assert trusted_total({"items": []}) is None
     assert trusted_total({"total": "12", "items": []}) is None
+
+
+def no_total_proxy(upstream: str) -> Any:
+    """A Concord-shaped server that never says `total` (common on cursor-paged backends): the sandbox behind
+    a real HTTP proxy that drops the field from every list page."""
+    import orjson
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from pipelines.serve import BackgroundServer
+
+    async def forward(request: Request) -> Response:
+        async with httpx.AsyncClient() as client:
+            answer = await client.get(f"{upstream}/{request.path_params['path']}", params=list(request.query_params.multi_items()),
+                                      headers={"x-api-key": request.headers.get("x-api-key", "")})
+        body = orjson.loads(answer.content)
+        if isinstance(body, dict):
+            body.pop("total", None)
+        return Response(orjson.dumps(body), status_code=answer.status_code, media_type="application/json")
+
+    return BackgroundServer(Starlette(routes=[Route("/{path:path}", forward)]))
+
+
+def test_verify_counts_ids_when_the_server_gives_no_total(make_export, run_cli):
+    export = make_export(events=1200, faults="cap=40")  # short pages too: the last page is the empty one
+    export.run(resources=["consent_events"])
+    gap = export.now().date() - timedelta(days=2)
+    with duckdb.connect(export.duckdb_path) as con:
+        con.execute('DELETE FROM "warehouse"."concord"."consent_events" WHERE date_updated >= ? AND date_updated < ?',
+                    list(day_bounds(gap)))
+    truth_on_gap = sum(1 for e in export.state.truth("consent-events") if as_utc(e["dateUpdated"]).date() == gap)
+    with no_total_proxy(export.sandbox.base_url) as proxy:
+        page = httpx.get(f"{proxy.url}/organizations/{export.sandbox.org_id}/consent-events", params={"limit": 1000},
+                         headers={"x-api-key": export.sandbox.api_key}).json()
+        assert "total" not in page and len(page["items"]) == 40
+        code, out = run_cli(export, "--resources", "consent_events", base_url=proxy.url)
+    assert code == EXIT_DIFFERENT
+    assert differing_days(out) == {("consent_events", gap): -truth_on_gap}
