@@ -217,9 +217,10 @@ def test_a_total_is_trusted_only_when_present_and_not_at_a_round_cap():
     assert trusted_total({"total": "12", "items": []}) is None
 
 
-def no_total_proxy(upstream: str) -> Any:
-    """A Concord-shaped server that never says `total` (common on cursor-paged backends): the sandbox behind
-    a real HTTP proxy that drops the field from every list page."""
+def proxy(upstream: str, mode: str) -> Any:
+    """A Concord-shaped server in front of the sandbox, over real HTTP, that behaves like other backends:
+    `no-total` never says `total` (common on cursor-paged backends); `consent-date` filters consent
+    events' startDate/endDate on consentDate instead of dateUpdated."""
     import orjson
     from starlette.applications import Starlette
     from starlette.requests import Request
@@ -229,13 +230,32 @@ def no_total_proxy(upstream: str) -> Any:
     from pipelines.serve import BackgroundServer
 
     async def forward(request: Request) -> Response:
-        async with httpx.AsyncClient() as client:
-            answer = await client.get(f"{upstream}/{request.path_params['path']}", params=list(request.query_params.multi_items()),
-                                      headers={"x-api-key": request.headers.get("x-api-key", "")})
-        body = orjson.loads(answer.content)
-        if isinstance(body, dict):
+        path, query = request.path_params["path"], dict(request.query_params)
+        headers = {"x-api-key": request.headers.get("x-api-key", "")}
+        async with httpx.AsyncClient(base_url=upstream, headers=headers) as client:
+            if mode == "consent-date" and path.endswith("consent-events") and "startDate" in query:
+                body = await by_consent_date(client, path, query)
+            else:
+                answer = await client.get(f"/{path}", params=list(request.query_params.multi_items()))
+                body = orjson.loads(answer.content)
+                if answer.status_code != 200:
+                    return Response(answer.content, status_code=answer.status_code, media_type="application/json")
+        if mode == "no-total":
             body.pop("total", None)
-        return Response(orjson.dumps(body), status_code=answer.status_code, media_type="application/json")
+        return Response(orjson.dumps(body), media_type="application/json")
+
+    async def by_consent_date(client: httpx.AsyncClient, path: str, query: dict[str, str]) -> dict[str, Any]:
+        items: list[dict[str, Any]] = []
+        while True:
+            page = (await client.get(f"/{path}", params={"offset": len(items), "limit": 1000})).json()
+            items += page["items"]
+            if not page["items"] or len(items) >= page["total"]:
+                break
+        low, high = as_utc(query["startDate"]), as_utc(query["endDate"])
+        chosen = sorted((i for i in items if low <= as_utc(i["consentDate"]) < high), key=lambda i: (i["dateUpdated"], i["id"]))
+        offset, limit = int(query.get("offset", 0)), int(query.get("limit", 100))
+        part = chosen[offset:offset + limit]
+        return {"offset": offset, "count": len(part), "total": len(chosen), "items": part}
 
     return BackgroundServer(Starlette(routes=[Route("/{path:path}", forward)]))
 
@@ -248,10 +268,24 @@ def test_verify_counts_ids_when_the_server_gives_no_total(make_export, run_cli):
         con.execute('DELETE FROM "warehouse"."concord"."consent_events" WHERE date_updated >= ? AND date_updated < ?',
                     list(day_bounds(gap)))
     truth_on_gap = sum(1 for e in export.state.truth("consent-events") if as_utc(e["dateUpdated"]).date() == gap)
-    with no_total_proxy(export.sandbox.base_url) as proxy:
-        page = httpx.get(f"{proxy.url}/organizations/{export.sandbox.org_id}/consent-events", params={"limit": 1000},
+    with proxy(export.sandbox.base_url, "no-total") as server:
+        page = httpx.get(f"{server.url}/organizations/{export.sandbox.org_id}/consent-events", params={"limit": 1000},
                          headers={"x-api-key": export.sandbox.api_key}).json()
         assert "total" not in page and len(page["items"]) == 40
-        code, out = run_cli(export, "--resources", "consent_events", base_url=proxy.url)
+        code, out = run_cli(export, "--resources", "consent_events", base_url=server.url)
     assert code == EXIT_DIFFERENT
     assert differing_days(out) == {("consent_events", gap): -truth_on_gap}
+
+
+def test_repair_marks_nothing_when_the_server_filters_days_on_another_field(make_export, run_cli):
+    export = make_export(events=1200)
+    export.run(resources=["consent_events"])
+    export.state.update_events(40, seed=6)  # new dateUpdated, old consentDate: days disagree by field
+    export.state.advance_clock(60)
+    export.run(resources=["consent_events"], run_started=export.now())
+    assert_table_matches(export, "consent_events")
+    with proxy(export.sandbox.base_url, "consent-date") as server:
+        code, out = run_cli(export, "--resources", "consent_events", "--repair", "--deletes", "hard", base_url=server.url)
+    assert code == 3, out
+    assert out.strip().splitlines()[-1].startswith("error: ") and "filters dates on another field" in out
+    assert_table_matches(export, "consent_events")  # nothing deleted, nothing lost
