@@ -289,3 +289,17 @@ def test_repair_marks_nothing_when_the_server_filters_days_on_another_field(make
     assert code == 3, out
     assert out.strip().splitlines()[-1].startswith("error: ") and "filters dates on another field" in out
     assert_table_matches(export, "consent_events")  # nothing deleted, nothing lost
+
+
+def test_sandbox_delete_events_is_deterministic_per_seed_and_leaves_the_truth():
+    from pipelines.sandbox import SandboxConfig
+    from pipelines.sandbox.state import SandboxState
+
+    def erase(seed: int) -> tuple[list[str], SandboxState]:
+        state = SandboxState(SandboxConfig(seed=3, events=300, days=5, now="2026-11-20T12:00:00Z"))
+        return state.mutate(delete_events=7, seed=seed)["deleted"], state
+
+    first, state = erase(1)
+    assert erase(1)[0] == first and erase(2)[0] != first and len(set(first)) == 7
+    left = {e["id"] for e in state.truth("consent-events")}
+    assert len(left) == 293 and not left & set(first)
