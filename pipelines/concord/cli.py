@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from pipelines.concord import settings
@@ -40,7 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_run_arguments(run)
+    add_interval_arguments(run)
     run.set_defaults(handler=run_command)
+    register_verify(subparsers)
 
     demo = subparsers.add_parser(
         "demo",
@@ -99,7 +102,7 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
 
 def run_command(args: argparse.Namespace) -> int:
     print("exporting the Concord API ...", file=sys.stderr, flush=True)
-    result = run_export(options_from_args(args))
+    result = run_export(with_interval(options_from_args(args), args))
     print(result.summary())
     return 0
 
@@ -139,3 +142,54 @@ def print_example_query(result: RunResult) -> None:
         rows = cursor.fetchall()
     print(f"\nexample query (duckdb {Path(result.duckdb_path).name}):\n{sql}\n")
     print(format_table(headers, rows))
+
+
+# -- interval mode and `verify` (kept apart from the run flags above) ------------------------------
+
+VERIFY_HELP = """\
+Compare, per UTC day, the API's row count of each date-windowed resource (consent_events,
+compliance_requests, compliance_request_events) with the warehouse's rows whose date_updated falls
+in that day, up to the resource's cursor; print the days that differ.
+
+--repair re-reads exactly those days (interval mode: merged, cursors untouched), then handles the
+rows of those days the API no longer serves: --deletes soft (default) sets _concord_deleted_at,
+--deletes hard deletes them (an erased record leaves the warehouse).
+
+Exit codes: 0 every day agrees (after the repair, with --repair); 5 some days differ;
+2 configuration, 3 API, 4 another run holds the pipeline or DuckDB file.
+"""
+
+
+def add_interval_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--start", dest="interval_start", metavar="T1",
+                        help="interval mode: export exactly [T1, T2) of consent_events, compliance_requests and "
+                        "compliance_request_events and merge it, without moving their cursors (a repair or backfill); "
+                        "ISO 8601, UTC unless an offset is given; needs --end")
+    parser.add_argument("--end", dest="interval_end", metavar="T2", help="end of the interval (exclusive, not in the future)")
+
+
+def with_interval(options: RunOptions, args: argparse.Namespace) -> RunOptions:
+    return replace(options, interval_start=getattr(args, "interval_start", None), interval_end=getattr(args, "interval_end", None))
+
+
+def register_verify(subparsers: argparse._SubParsersAction) -> None:
+    verify = subparsers.add_parser(
+        "verify", help="compare the API's daily row counts with the warehouse; --repair fixes the days that differ",
+        description=VERIFY_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_run_arguments(verify)
+    verify.add_argument("--since", metavar="DATE", help="first UTC day to check, ISO 8601 (default: 30 days ago)")
+    verify.add_argument("--repair", action="store_true", help="re-read the differing days and mark or delete rows the API no longer serves")
+    verify.add_argument("--deletes", choices=["soft", "hard"], default="soft",
+                        help="rows the API no longer serves: soft sets _concord_deleted_at (default), hard deletes them")
+    verify.set_defaults(handler=verify_command)
+
+
+def verify_command(args: argparse.Namespace) -> int:
+    from pipelines.concord.verify import VerifyOptions, verify
+
+    print("verifying the warehouse against the Concord API ...", file=sys.stderr, flush=True)
+    options = replace(options_from_args(args), progress=False)
+    result = verify(VerifyOptions(run=options, since=args.since, repair=args.repair, deletes=args.deletes))
+    print(result.summary())
+    return result.exit_code

@@ -24,7 +24,12 @@ from dlt.common.destination.reference import Destination
 
 from pipelines.concord import settings
 from pipelines.concord.client import ClientOptions, ConcordClient, ResourceStats
-from pipelines.concord.source import concord_source, parse_start_date, validate_organization_id
+from pipelines.concord.source import (
+    concord_source,
+    parse_interval,
+    parse_start_date,
+    validate_organization_id,
+)
 from pipelines.duckdb_compat import enable_catalog_qualified_names
 from pipelines.errors import ConcurrentRunError, ConfigError, PipelineError
 from pipelines.logs import quiet_arrow_hint_warnings
@@ -60,6 +65,10 @@ class RunOptions:
     backoff_base: float | None = None
     progress: bool = True
     run_started: datetime | None = None
+    # Interval mode (both or neither, ISO 8601): the date-windowed resources export exactly
+    # [interval_start, interval_end) and merge it, leaving their incremental cursors alone.
+    interval_start: str | datetime | None = None
+    interval_end: str | datetime | None = None
 
 
 @dataclass
@@ -256,6 +265,7 @@ def run_export(options: RunOptions, out: IO[str] | None = None) -> RunResult:
     start_date = options.start_date or _config("start_date")
     with _fix_hint("--start-date or SOURCES__CONCORD__START_DATE"):
         parse_start_date(start_date)  # fail before touching any state
+    parse_interval(options.interval_start, options.interval_end, options.run_started)
     lookback = int(_setting(options.lookback_seconds, "lookback_seconds", settings.DEFAULT_LOOKBACK_SECONDS))
     lag = int(_setting(options.lag_seconds, "lag_seconds", settings.DEFAULT_LAG_SECONDS))
     if lookback < 0 or lag < 0:
@@ -316,6 +326,8 @@ def run_export(options: RunOptions, out: IO[str] | None = None) -> RunResult:
                 backoff_base=backoff_base,
                 run_started=run_started,
                 stats=stats,
+                interval_start=options.interval_start,
+                interval_end=options.interval_end,
             ).with_resources(*names)
 
         tables = [t for r in resources for t in settings.RESOURCE_TABLES[r]]

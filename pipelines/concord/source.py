@@ -25,9 +25,13 @@ from pipelines.concord.records import (
     to_utc,
 )
 from pipelines.concord.settings import TableSpec
-from pipelines.concord.windows import Window, metric_days, scan_window, slice_end
+from pipelines.concord.windows import Window, iso, metric_days, scan_window, slice_end, whole_ms
 from pipelines.errors import ConfigError
 from pipelines.memory import release_free_memory
+
+# Soft-delete mark of the date-windowed tables. A merge replaces the whole row, so a row the API
+# serves again comes back without the mark.
+DELETED_COLUMN = "_concord_deleted_at"
 
 FINAL_SCAN_STATES = frozenset({"completed", "failed", "cancelled", "canceled", "error"})
 
@@ -52,6 +56,7 @@ class SourceContext:
         metrics_initial_days: int,
         stats: dict[str, ResourceStats],
         slice_rows: int = 0,
+        interval: Window | None = None,
     ) -> None:
         self.client = client
         self.configured_projects = list(project_ids) if project_ids else None
@@ -65,6 +70,9 @@ class SourceContext:
         self.metrics_initial_days = metrics_initial_days
         self.stats = stats
         self.slice_rows = slice_rows
+        # Interval mode (a repair or backfill): date-windowed resources read exactly this window and
+        # neither read nor move their cursors; the other resources run incrementally as usual.
+        self.interval = interval
         self._projects: list[dict[str, Any]] | None = None
 
     def stats_for(self, resource: str) -> ResourceStats:
@@ -85,11 +93,15 @@ class SourceContext:
         return None if self.full_refresh else _parse_cursor(dlt.current.resource_state(resource).get("cursor"))
 
     def window(self, resource: str) -> Window | None:
+        """The window a date-windowed resource reads: the fixed interval in interval mode."""
+        return self.interval or self.incremental_window(resource)
+
+    def incremental_window(self, resource: str) -> Window | None:
         return scan_window(self.cursor(resource), self.initial_start, self.run_started, self.lookback, self.lag)
 
     def since(self, resource: str) -> datetime | None:
         """For endpoints without a date filter: only items updated after this are emitted."""
-        window = self.window(resource)
+        window = self.incremental_window(resource)
         return None if window is None or window.start == self.initial_start else window.start
 
     def table(self, spec: TableSpec, items: Iterable[dict[str, Any]] | pa.Table, **extra: Any) -> pa.Table:
@@ -124,6 +136,8 @@ def _hints(spec: TableSpec, dropped: Iterable[str]) -> dict[str, Any]:
     columns = {c["name"]: c for c in dlt_columns(spec.columns, spec.primary_key, dropped)}
     if spec.dedup_sort:
         columns[spec.dedup_sort] = {**columns[spec.dedup_sort], "dedup_sort": "desc"}
+    if spec.windowed:  # set by `verify --repair` on rows the API no longer serves; never in API data
+        columns[DELETED_COLUMN] = {"name": DELETED_COLUMN, "data_type": "timestamp", "nullable": True}
     return {
         "table_name": spec.name,
         "primary_key": list(spec.primary_key),
@@ -174,7 +188,8 @@ def windowed_resource(ctx: SourceContext, spec: TableSpec, key: tuple[str, ...] 
             window, first_page = _first_slice(ctx, spec, window, path, query, stats)
         pages = ctx.client.iter_pages(path, query, stats, key, window, arrow=True, first_page=first_page)
         yield from batched_tables((ctx.table(spec, page) for page in pages), settings.ARROW_BATCH_ROWS)
-        dlt.current.resource_state(spec.name)["cursor"] = window.end.isoformat()
+        if ctx.interval is None:  # an interval run repairs the past: the incremental cursor stays put
+            dlt.current.resource_state(spec.name)["cursor"] = window.end.isoformat()
 
     return _resource(ctx, spec, spec.name, read)
 
@@ -415,8 +430,16 @@ def concord_source(
     run_started: datetime | None = None,
     stats: dict[str, ResourceStats] | None = None,
     slice_rows: int = settings.SLICE_ROWS,
+    interval_start: str | datetime | None = None,
+    interval_end: str | datetime | None = None,
 ) -> list[DltResource]:
-    """Concord Privacy API export. Config lives in section `sources.concord` (see README)."""
+    """Concord Privacy API export. Config lives in section `sources.concord` (see README).
+
+    `interval_start`/`interval_end` (both or neither): export exactly the rows of [start, end) of
+    the date-windowed resources and merge them, without reading or moving their cursors.
+    """
+    started = run_started or datetime.now(tz=UTC)
+    interval = parse_interval(interval_start, interval_end, started)
     options = ClientOptions(
         base_url=base_url,
         api_key=api_key,
@@ -430,7 +453,7 @@ def concord_source(
         ConcordClient(options),
         project_ids=validate_project_ids(project_ids),
         initial_start=parse_start_date(start_date),
-        run_started=run_started or datetime.now(tz=UTC),
+        run_started=started,
         lookback=timedelta(seconds=lookback_seconds),
         lag=timedelta(seconds=lag_seconds),
         pii=validate_pii(pii, pii_salt),
@@ -440,7 +463,9 @@ def concord_source(
         metrics_lookback_days=metrics_lookback_days,
         metrics_initial_days=metrics_initial_days,
         stats=stats if stats is not None else {},
-        slice_rows=max(0, slice_rows),
+        # An interval is loaded in one piece: slices advance through the cursor, which it leaves alone.
+        slice_rows=0 if interval else max(0, slice_rows),
+        interval=interval,
     )
     return build_resources(ctx)
 
@@ -506,3 +531,29 @@ def regions_resource(ctx: SourceContext) -> DltResource:
         dlt.current.resource_state(spec.name)["cursor"] = (ctx.run_started - ctx.lag).isoformat()
 
     return _resource(ctx, spec, spec.name, read)
+
+
+def parse_interval(
+    start: str | datetime | None, end: str | datetime | None, now: datetime | None = None
+) -> Window | None:
+    """[start, end) of an interval run (ISO 8601, UTC when no offset), or None for an incremental run."""
+    if start is None and end is None:
+        return None
+    if start is None or end is None:
+        raise ConfigError("an interval needs both ends: pass --start and --end (or interval_start and interval_end)")
+    first, last = _interval_bound(start, "--start"), _interval_bound(end, "--end")
+    if last <= first:
+        raise ConfigError(f"--end {iso(last)} is not after --start {iso(first)}: the interval [start, end) would be empty")
+    if last > (now or datetime.now(tz=UTC)):
+        raise ConfigError(f"--end {iso(last)} is in the future: give an end on or before now")
+    return Window(first, last)
+
+
+def _interval_bound(value: str | datetime, flag: str) -> datetime:
+    try:
+        parsed = to_utc(value.strip() if isinstance(value, str) else value)
+    except ValueError:
+        parsed = None
+    if parsed is None:
+        raise ConfigError(f"{flag} {value!r} is not a date: use ISO 8601, e.g. 2026-10-14 or 2026-10-14T06:00:00Z")
+    return whole_ms(parsed)  # the API's filter has millisecond precision

@@ -382,6 +382,22 @@ class SandboxState:
             self._add_rows(rows)
             return [row.id for row in rows]
 
+    def delete_events(self, n: int, seed: int | None = None) -> list[str]:
+        """Erase `n` random events: the API stops serving them (a privacy erasure or a purge)."""
+        if n <= 0:
+            return []
+        with self.lock:
+            rng = self._rng(seed)
+            chosen = sorted(rng.sample(range(len(self.events)), min(n, len(self.events))), reverse=True)
+            gone = [self.events.pop(i) for i in chosen]
+            erased = {row.id for row in gone}
+            for row in gone:
+                del self.event_by_id[row.id]
+            for sort, order in self._orders.items():
+                self._orders[sort] = [row for row in order if row.id not in erased]
+            self._changed()
+            return [row.id for row in gone]
+
     def finish_scans(self) -> int:
         """Complete every running scan with real results."""
         with self.lock:
@@ -489,7 +505,8 @@ class SandboxState:
     def mutate(self, insert_events: int = 0, update_events: int = 0, late_events: int = 0, import_events: int = 0,
                finish_scans: bool = False, new_scans: int = 0, advance_compliance: int = 0,
                insert_compliance: int = 0, bulk_import: int = 0, late_project: int = 0, late_scan: int = 0,
-               seed: int | None = None) -> dict[str, Any]:
+               seed: int | None = None,
+               delete_events: int = 0) -> dict[str, Any]:
         """All mutations in one call (what POST /_sandbox/mutate runs); returns the ids/counts changed."""
         with self.lock:
             if seed is not None:
@@ -506,6 +523,7 @@ class SandboxState:
                 "bulk_imported": self.bulk_import(bulk_import),
                 "late_projects": self.late_projects(late_project),
                 "late_scans": self.late_scans(late_scan) if late_scan else [],
+                "deleted": self.delete_events(delete_events),
                 "now": d.iso(self.clock.now_ms()),
             }
 
