@@ -72,6 +72,7 @@ class ResourceStats:
     requests: int = 0
     retries: int = 0
     throttled: int = 0  # 429 answers (each also counted in retries)
+    swept: int = 0  # rows found by the dateUpdated sweep that the window's date filter did not return
     rereads: int = 0
     splits: int = 0
     items: int = 0

@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -94,14 +94,19 @@ class RunResult:
     def summary(self) -> str:
         table_rows = [(t.table, t.loaded, t.new, t.updated, t.total) for t in self.tables]
         resource_rows = [
-            (name, s.items, s.pages, s.requests, s.retries, s.rereads + s.splits, round(s.seconds, 2))
+            (name, s.items, s.pages, s.requests, s.retries, s.throttled, s.rereads + s.splits, round(s.seconds, 2))
             for name, s in sorted(self.resources.items())
         ]
+        notes = [f"skipped in {name}: {line}" for name, s in sorted(self.resources.items()) for line in s.skipped]
+        notes += [f"{name}: {s.swept:,} updated rows found outside the date filter's window (the API filters on another date)"
+                  for name, s in sorted(self.resources.items()) if s.swept]
         return "\n".join(
             [
                 format_table(["table", "rows loaded", "new", "updated", "rows in table"], table_rows),
                 "",
-                format_table(["resource", "items", "pages", "requests", "retries", "re-reads", "seconds"], resource_rows),
+                format_table(["resource", "items", "pages", "requests", "retries", "throttled", "re-reads", "seconds"],
+                             resource_rows),
+                *(["", *notes] if notes else []),
                 "",
                 f"finished in {self.seconds:.1f} s into {self.destination} dataset '{self.dataset}'"
                 + (f" ({self.duckdb_path})" if self.duckdb_path else ""),
@@ -304,7 +309,8 @@ def run_export(options: RunOptions, out: IO[str] | None = None) -> RunResult:
                 ClientOptions(base_url, api_key, org, timeout=timeout, max_retries=max_retries, backoff_base=backoff_base),
                 project_ids,
             )
-        run_started = options.run_started or datetime.now(tz=UTC)
+        client_options = ClientOptions(base_url, api_key, org, timeout=timeout, max_retries=max_retries, backoff_base=backoff_base)
+        run_started = options.run_started or server_clock(client_options)
         concurrency = int(_setting(options.concurrency, "concurrency", settings.DEFAULT_CONCURRENCY))
         pii, pii_salt = _setting(options.pii, "pii", "keep"), options.pii_salt or _config("pii_salt", secret=True)
 
@@ -409,6 +415,12 @@ def load_pending(pipeline: dlt.Pipeline) -> list[str]:
     if not pipeline.list_normalized_load_packages():
         return []
     return list(pipeline.load().loads_ids)
+
+
+def server_clock(client_options: ClientOptions) -> datetime:
+    """The API server's time: every slice of this run ends its windows there, whatever this host's clock says."""
+    with ConcordClient(client_options) as client:
+        return client.server_now()
 
 
 def check_project_ids(client_options: ClientOptions, project_ids: list[str]) -> None:

@@ -21,6 +21,7 @@ DEFAULT_LOOKBACK_SECONDS = 2 * 3600  # re-read this much before the cursor to ca
 DEFAULT_METRICS_LOOKBACK_DAYS = 1  # re-read yesterday's dashboard too: it may have been partial
 DEFAULT_METRICS_INITIAL_DAYS = 90  # one request per day: a first run does not walk back to 2015
 MAX_WINDOW_ROWS = 100_000  # a window larger than this is split so id tracking stays bounded
+SWEEP_MAX_ROWS = 100_000  # incremental windows up to this size also get a dateUpdated sweep for updates the filter missed
 MAX_OFFSET = 10_000  # offsets stay below this: many backends refuse deeper pages (Elasticsearch's max_result_window)
 ARROW_BATCH_ROWS = 10_000  # pages are joined into arrow tables of this many rows before dlt sees them
 SLICE_ROWS = 1_000_000  # a first load or backfill bigger than this is loaded in slices of 500,000 to 1,000,000 rows

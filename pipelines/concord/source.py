@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import dlt
+import orjson
 import pyarrow as pa
 from dlt.sources import DltResource
 
 from pipelines.concord import settings
-from pipelines.concord.client import ClientOptions, ConcordClient, Page, ResourceStats
+from pipelines.concord.client import ClientOptions, ConcordClient, Page, ResourceStats, ResourceUnavailable
+from pipelines.concord.crawl import page_keys, sweep_updated_since
 from pipelines.concord.metrics import dashboard_tables
 from pipelines.concord.records import (
     PiiMode,
@@ -33,7 +37,7 @@ from pipelines.memory import release_free_memory
 # serves again comes back without the mark.
 DELETED_COLUMN = "_concord_deleted_at"
 
-FINAL_SCAN_STATES = frozenset({"completed", "failed", "cancelled", "canceled", "error"})
+log = logging.getLogger(__name__)
 
 
 class SourceContext:
@@ -45,7 +49,7 @@ class SourceContext:
         *,
         project_ids: Sequence[str] | None,
         initial_start: datetime,
-        run_started: datetime,
+        run_started: datetime | None,
         lookback: timedelta,
         lag: timedelta,
         pii: PiiMode,
@@ -61,7 +65,7 @@ class SourceContext:
         self.client = client
         self.configured_projects = list(project_ids) if project_ids else None
         self.initial_start = initial_start
-        self.run_started = run_started
+        self._run_started = run_started
         self.lookback, self.lag = lookback, lag
         self.pii, self.pii_salt = pii, pii_salt
         self.full_refresh = full_refresh
@@ -74,6 +78,13 @@ class SourceContext:
         # neither read nor move their cursors; the other resources run incrementally as usual.
         self.interval = interval
         self._projects: list[dict[str, Any]] | None = None
+
+    @property
+    def run_started(self) -> datetime:
+        """When this run's windows end (before `lag`): the server's time, asked once, unless given."""
+        if self._run_started is None:
+            self._run_started = self.client.server_now()
+        return self._run_started
 
     def stats_for(self, resource: str) -> ResourceStats:
         return self.stats.setdefault(resource, ResourceStats())
@@ -97,12 +108,15 @@ class SourceContext:
         return self.interval or self.incremental_window(resource)
 
     def incremental_window(self, resource: str) -> Window | None:
-        return scan_window(self.cursor(resource), self.initial_start, self.run_started, self.lookback, self.lag)
-
-    def since(self, resource: str) -> datetime | None:
-        """For endpoints without a date filter: only items updated after this are emitted."""
-        window = self.incremental_window(resource)
-        return None if window is None or window.start == self.initial_start else window.start
+        cursor = self.cursor(resource)
+        if cursor is not None and cursor > self.run_started:
+            log.warning(
+                "%s: the cursor %s is ahead of the server's clock %s (a host clock that was ahead?); reading from "
+                "the server's time back; run `concord-pipeline verify --repair` to check the days in between",
+                resource, cursor.isoformat(), self.run_started.isoformat(),
+            )
+            cursor = self.run_started - self.lag
+        return scan_window(cursor, self.initial_start, self.run_started, self.lookback, self.lag)
 
     def table(self, spec: TableSpec, items: Iterable[dict[str, Any]] | pa.Table, **extra: Any) -> pa.Table:
         if isinstance(items, pa.Table):
@@ -187,11 +201,51 @@ def windowed_resource(ctx: SourceContext, spec: TableSpec, key: tuple[str, ...] 
         if ctx.slice_rows:
             window, first_page = _first_slice(ctx, spec, window, path, query, stats)
         pages = ctx.client.iter_pages(path, query, stats, key, window, arrow=True, first_page=first_page)
-        yield from batched_tables((ctx.table(spec, page) for page in pages), settings.ARROW_BATCH_ROWS)
+        if ctx.interval is None and ctx.cursor(spec.name) is not None and window.end >= ctx.run_started - ctx.lag:
+            delivered: set[Any] = set()
+            pages = _noting_keys(pages, key, delivered)
+            yield from batched_tables((ctx.table(spec, page) for page in pages), settings.ARROW_BATCH_ROWS)
+            yield from _updates_outside(ctx, spec, path, query, key, window, delivered)
+        else:
+            yield from batched_tables((ctx.table(spec, page) for page in pages), settings.ARROW_BATCH_ROWS)
         if ctx.interval is None:  # an interval run repairs the past: the incremental cursor stays put
             dlt.current.resource_state(spec.name)["cursor"] = window.end.isoformat()
 
     return _resource(ctx, spec, spec.name, read)
+
+
+def _noting_keys(pages: Iterable[Any], key: tuple[str, ...], delivered: set[Any]) -> Iterator[Any]:
+    for page in pages:
+        delivered.update(page_keys(page, key))
+        yield page
+
+
+def _updates_outside(
+    ctx: SourceContext, spec: TableSpec, path: str, query: dict[str, Any], key: tuple[str, ...], window: Window,
+    delivered: set[Any],
+) -> Iterator[pa.Table]:
+    """Rows updated since the window began that the window did not return: the server filters on another date.
+
+    The reference does not say which field `startDate`/`endDate` filter on. When it is
+    `consentDate` or `dateCreated`, a new version of an old event never falls in an incremental
+    window; a sweep ordered by `dateUpdated` (usually one request) finds it.
+    """
+    if len(delivered) > settings.SWEEP_MAX_ROWS:
+        log.info("%s: %d rows in this window; no dateUpdated sweep for a catch-up this size", spec.name, len(delivered))
+        return
+    params = {k: v for k, v in query.items() if k not in ("sort", "order")}
+    stats = ctx.stats_for(spec.name)
+    for items in sweep_updated_since(ctx.client, path, params, window.start, stats):
+        # Rows updated after the window's end are the next run's: its sweep starts before this end.
+        fresh = [item for item in items if _item_key(item, key) not in delivered and to_utc(item.get("dateUpdated")) < window.end]
+        if fresh:
+            stats.add(items=len(fresh), swept=len(fresh))
+            delivered.update(_item_key(item, key) for item in fresh)
+            yield ctx.table(spec, fresh)
+
+
+def _item_key(item: dict[str, Any], key: tuple[str, ...]) -> Any:
+    return item.get(key[0]) if len(key) == 1 else tuple(item.get(k) for k in key)
 
 
 def _first_slice(
@@ -238,17 +292,53 @@ def batched_tables(tables: Iterable[pa.Table], min_rows: int) -> Iterator[pa.Tab
         yield pa.concat_tables(batch)
 
 
+class ChangedRows:
+    """Which rows of a list read whole differ from the last successful run, by a digest per key in resource state.
+
+    Endpoints without a date filter (projects, consent types, scan history, data systems, regions)
+    are read whole on every run; a row is emitted when its content changed, whatever its dates, so
+    a scan that finishes, or a project that appears with dates older than the lookback, is never
+    dropped. The digests are saved with the load (dlt state), so a failed run re-emits them.
+    """
+
+    def __init__(self, resource: str, full_refresh: bool) -> None:
+        self.state = dlt.current.resource_state(resource)
+        self.before: dict[str, str] = {} if full_refresh else self.state.get("digests", {})
+        self.now: dict[str, str] = {}
+
+    def __call__(self, rows: Iterable[dict[str, Any]], key: Callable[[dict[str, Any]], str]) -> list[dict[str, Any]]:
+        changed = []
+        for row in rows:
+            row_key = key(row)
+            digest = hashlib.blake2b(orjson.dumps(row, option=_DIGEST_JSON), digest_size=8).hexdigest()
+            self.now[row_key] = digest
+            if self.before.get(row_key) != digest:
+                changed.append(row)
+        return changed
+
+    def save(self) -> None:
+        self.state["digests"] = self.now
+        self.state.pop("cursor", None), self.state.pop("pending", None)  # older versions' bookkeeping
+
+
+_DIGEST_JSON = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+
+
+def _by_id(row: dict[str, Any]) -> str:
+    return str(row.get("id"))
+
+
 def projects_resource(ctx: SourceContext) -> DltResource:
     spec = settings.PROJECTS
 
     def read() -> Iterator[pa.Table]:
-        since = ctx.since(spec.name)
-        items = [p for p in ctx.all_projects() if _updated_since(p, since)]
+        changed = ChangedRows(spec.name, ctx.full_refresh)
+        items = ctx.all_projects()
         if ctx.configured_projects:
             items = [p for p in items if str(p.get("id")) in ctx.configured_projects]
-        if items:
-            yield ctx.table(spec, items)
-        dlt.current.resource_state(spec.name)["cursor"] = (ctx.run_started - ctx.lag).isoformat()
+        if rows := changed(items, _by_id):
+            yield ctx.table(spec, rows)
+        changed.save()
 
     return _resource(ctx, spec, spec.name, read)
 
@@ -256,48 +346,64 @@ def projects_resource(ctx: SourceContext) -> DltResource:
 def consent_types_resource(ctx: SourceContext) -> DltResource:
     spec = settings.CONSENT_TYPES
 
-    def read() -> Iterator[pa.Table]:
-        since = ctx.since(spec.name)
-        stats = ctx.stats_for(spec.name)
-        for project in ctx.project_ids():
-            path = ctx.client.path(spec.endpoint, project)
-            for page in ctx.client.iter_pages(path, {"sort": "dateUpdated", "order": "asc"}, stats):
-                items = [t for t in page if _updated_since(t, since)]
-                if items:
-                    yield ctx.table(spec, items)
-        dlt.current.resource_state(spec.name)["cursor"] = (ctx.run_started - ctx.lag).isoformat()
+    def read_project(project: str, changed: ChangedRows) -> Iterator[pa.Table]:
+        path = ctx.client.path(spec.endpoint, project)
+        for page in ctx.client.iter_pages(path, {"sort": "dateUpdated", "order": "asc"}, ctx.stats_for(spec.name)):
+            if rows := changed(page, _by_id):
+                yield ctx.table(spec, rows)
 
-    return _resource(ctx, spec, spec.name, read)
+    return _per_project_resource(ctx, spec, spec.name, read_project)
+
+
+def _per_project_resource(
+    ctx: SourceContext, spec: TableSpec | None, name: str, read_project: Callable[[str, ChangedRows], Iterator[Any]]
+) -> DltResource:
+    """A resource read project by project; a 403/404 on one project's sub-resource skips that project.
+
+    Only the organization-level endpoints (`/projects`, consent events...) decide that the
+    organization, key or base URL is wrong. A project without a scan configured yet, or one the key
+    may not read, is left out of this resource with a warning and a line in the summary; when the
+    projects were given explicitly (--project) and every one of them fails, the run fails.
+    """
+
+    def read() -> Iterator[Any]:
+        changed = ChangedRows(name, ctx.full_refresh)
+        projects, failures = ctx.project_ids(), []
+        for project in projects:
+            try:
+                yield from read_project(project, changed)
+            except ResourceUnavailable as err:
+                failures.append(err)
+                ctx.stats_for(name).skipped.append(f"project {project}: {err}")
+                log.warning("%s: skipped project %s: %s", name, project, err)
+        if failures and ctx.configured_projects and len(failures) == len(projects):
+            raise ConfigError(
+                f"every project given for {name} was refused ({failures[0]}); check --project / "
+                "SOURCES__CONCORD__PROJECT_IDS, the organization id and the key's access"
+            )
+        changed.save()
+
+    return _resource(ctx, spec, name, read)
 
 
 def tracker_scans_resource(ctx: SourceContext) -> DltResource:
     """Configs (one row per project) and scans (one per scanHistory entry) from one endpoint.
 
-    The endpoint has no date filter, so every run reads the history and emits only scans newer
-    than the cursor, scans not finished yet, and scans that were unfinished on the last run.
+    The endpoint has no date filter: every run reads the history and emits the configs and scans
+    that changed since the last run (a scan that finished, one that appeared late with an old date).
     """
     config_spec, scan_spec = settings.TRACKER_SCAN_CONFIGS, settings.TRACKER_SCANS
 
-    def read() -> Iterator[Any]:
-        state = dlt.current.resource_state("tracker_scans")
-        since = ctx.since("tracker_scans")
-        pending_before = set(state.get("pending", [])) if not ctx.full_refresh else set()
-        pending_now: list[str] = []
-        stats = ctx.stats_for("tracker_scans")
-        for project in ctx.project_ids():
-            path = ctx.client.path(config_spec.endpoint, project)
-            for page in ctx.client.iter_pages(path, {}, stats, key=("projectId",)):
-                configs = [{k: v for k, v in c.items() if k != "scanHistory"} for c in page]
-                yield _marked(ctx, config_spec, ctx.table(config_spec, configs))
-                scans = [s for c in page for s in _scan_rows(c)]
-                chosen = [s for s in scans if _scan_wanted(s, since, pending_before)]
-                pending_now += [_scan_key(s) for s in scans if _scan_unfinished(s)]
-                if chosen:
-                    yield _marked(ctx, scan_spec, ctx.table(scan_spec, chosen))
-        state["pending"] = sorted(set(pending_now))
-        state["cursor"] = (ctx.run_started - ctx.lag).isoformat()
+    def read_project(project: str, changed: ChangedRows) -> Iterator[Any]:
+        path = ctx.client.path(config_spec.endpoint, project)
+        for page in ctx.client.iter_pages(path, {}, ctx.stats_for("tracker_scans"), key=("projectId",)):
+            configs = [{k: v for k, v in c.items() if k != "scanHistory"} for c in page]
+            if rows := changed(configs, lambda c: f"config|{c.get('projectId')}"):
+                yield _marked(ctx, config_spec, ctx.table(config_spec, rows))
+            if scans := changed([s for c in page for s in _scan_rows(c)], _scan_key):
+                yield _marked(ctx, scan_spec, ctx.table(scan_spec, scans))
 
-    return _resource(ctx, None, "tracker_scans", read)
+    return _per_project_resource(ctx, None, "tracker_scans", read_project)
 
 
 def _scan_rows(config: dict[str, Any]) -> list[dict[str, Any]]:
@@ -312,24 +418,7 @@ def _scan_rows(config: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _scan_key(scan: dict[str, Any]) -> str:
-    return f"{scan['projectId']}|{scan['scanDate'].isoformat()}"
-
-
-def _scan_unfinished(scan: dict[str, Any]) -> bool:
-    return str(scan.get("status", "")).lower() not in FINAL_SCAN_STATES
-
-
-def _scan_wanted(scan: dict[str, Any], since: datetime | None, pending: set[str]) -> bool:
-    if since is None or _scan_unfinished(scan) or _scan_key(scan) in pending:
-        return True
-    return scan["scanDate"] >= since
-
-
-def _updated_since(item: dict[str, Any], since: datetime | None) -> bool:
-    if since is None:
-        return True
-    updated = to_utc(item.get("dateUpdated")) or to_utc(item.get("dateCreated"))
-    return updated is None or updated >= since
+    return f"{scan['projectId']}|{scan['scanDate'].isoformat() if scan['scanDate'] else None}"
 
 
 def usage_metrics_resource(ctx: SourceContext) -> DltResource:
@@ -438,8 +527,7 @@ def concord_source(
     `interval_start`/`interval_end` (both or neither): export exactly the rows of [start, end) of
     the date-windowed resources and merge them, without reading or moving their cursors.
     """
-    started = run_started or datetime.now(tz=UTC)
-    interval = parse_interval(interval_start, interval_end, started)
+    interval = parse_interval(interval_start, interval_end, run_started or datetime.now(tz=UTC))
     options = ClientOptions(
         base_url=base_url,
         api_key=api_key,
@@ -453,7 +541,7 @@ def concord_source(
         ConcordClient(options),
         project_ids=validate_project_ids(project_ids),
         initial_start=parse_start_date(start_date),
-        run_started=started,
+        run_started=run_started,
         lookback=timedelta(seconds=lookback_seconds),
         lag=timedelta(seconds=lag_seconds),
         pii=validate_pii(pii, pii_salt),
@@ -500,13 +588,13 @@ def data_systems_resource(ctx: SourceContext) -> DltResource:
     spec = settings.DATA_SYSTEMS
 
     def read() -> Iterator[pa.Table]:
-        stats = ctx.stats_for(spec.name)
+        changed = ChangedRows(spec.name, ctx.full_refresh)
         path = ctx.client.path(spec.endpoint)
-        for page in ctx.client.iter_pages(path, {"sort": "dateUpdated", "order": "asc"}, stats):
+        for page in ctx.client.iter_pages(path, {"sort": "dateUpdated", "order": "asc"}, ctx.stats_for(spec.name)):
             items = [s for s in page if _uses_configured_project(ctx, s.get("projectIds"))]
-            if items:
-                yield ctx.table(spec, items)
-        dlt.current.resource_state(spec.name)["cursor"] = (ctx.run_started - ctx.lag).isoformat()
+            if rows := changed(items, _by_id):
+                yield ctx.table(spec, rows)
+        changed.save()
 
     return _resource(ctx, spec, spec.name, read)
 
@@ -521,16 +609,13 @@ def _uses_configured_project(ctx: SourceContext, project_ids: Any) -> bool:
 def regions_resource(ctx: SourceContext) -> DltResource:
     spec = settings.REGIONS
 
-    def read() -> Iterator[pa.Table]:
-        stats = ctx.stats_for(spec.name)
-        for project in ctx.project_ids():
-            path = ctx.client.path(spec.endpoint, project)
-            for page in ctx.client.iter_pages(path, {"sort": "dateUpdated", "order": "asc"}, stats):
-                if page:
-                    yield ctx.table(spec, list(page))
-        dlt.current.resource_state(spec.name)["cursor"] = (ctx.run_started - ctx.lag).isoformat()
+    def read_project(project: str, changed: ChangedRows) -> Iterator[pa.Table]:
+        path = ctx.client.path(spec.endpoint, project)
+        for page in ctx.client.iter_pages(path, {"sort": "dateUpdated", "order": "asc"}, ctx.stats_for(spec.name)):
+            if rows := changed(page, _by_id):
+                yield ctx.table(spec, rows)
 
-    return _resource(ctx, spec, spec.name, read)
+    return _per_project_resource(ctx, spec, spec.name, read_project)
 
 
 def parse_interval(

@@ -110,7 +110,7 @@ def test_concord_source_takes_the_interval_in_a_plain_dlt_pipeline(make_export, 
     assert projects == len(export.state.projects)  # resources without a date filter run as usual
     resources = pipeline.state["sources"]["concord"]["resources"]
     assert "cursor" not in resources.get("consent_events", {})
-    assert resources["projects"]["cursor"]  # ... and keep their own cursor
+    assert resources["projects"]["digests"]  # ... and keep their own state (a digest per row)
 
 
 @pytest.mark.parametrize(
