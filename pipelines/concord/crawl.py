@@ -316,7 +316,7 @@ class Crawl:
             if following is None:
                 return f"page at offset {after} missing"
             if seen.count > 1:
-                if not following.keys or following.keys[0] != seen.keys[-1]:
+                if not following.keys or not self._lines_up(seen, following, keys):
                     return f"rows shifted at offset {after}"
                 boundaries += 1
             offset = after
@@ -325,6 +325,13 @@ class Crawl:
         if len(totals) == 1 and None not in totals and len(keys) < next(iter(totals)):
             return f"{len(keys)} distinct rows of a total of {next(iter(totals))}"
         return None
+
+    @staticmethod
+    def _lines_up(seen: _Seen, following: _Seen, keys: set[Hashable]) -> bool:
+        """The next page starts with this page's last row, or (a one-row page that only confirms the
+        end) with a row already read: the same number of rows, none new, so nothing was skipped even
+        if rows sharing one instant came back in another order."""
+        return following.keys[0] == seen.keys[-1] or (following.count == 1 and following.keys[0] in keys)
 
     def _retry(self, read: _Read, problem: str) -> None:
         attempts = self.options.window_attempts
@@ -422,18 +429,24 @@ class Crawl:
             return None
 
 
-def sweep_updated_since(fetcher: PageFetcher, path: str, params: dict[str, Any], since: datetime,
-                        stats: Any) -> Iterator[list[dict[str, Any]]]:  # fmt: skip
+class SweepUnstable(Exception):
+    """The sweep's pages did not line up where rows share one dateUpdated: offsets cannot be trusted there."""
+
+
+def sweep_updated_since(fetcher: PageFetcher, path: str, params: dict[str, Any], key: tuple[str, ...],
+                        since: datetime, stats: Any) -> Iterator[list[dict[str, Any]]]:  # fmt: skip
     """Rows updated at or after `since`, newest first, read without a date filter.
 
     Whatever field the server's `startDate`/`endDate` filter on (the reference leaves it open),
     an update to an old row shows up here: ordered by `dateUpdated` descending, reading stops at
-    the first row older than `since`. Pages overlap by one row, so a row updated meanwhile (which
-    moves to the front) shifts the rest back into view rather than out of it. A server that does
-    not honour the order is detected (dates going up) and reported, and the sweep stops.
+    the first row older than `since`. Pages overlap by one row: a row updated meanwhile moves to
+    the front and shifts the rest back into view (seen twice, harmless); a boundary row that
+    changed into one never seen, or into another row of the same instant (ties in an order that
+    changes per request), raises SweepUnstable, since rows may have been skipped. A server that
+    does not honour the order is detected (dates going up) and reported, and the sweep stops.
     """
     query = {**params, "sort": "dateUpdated", "order": "desc"}
-    offset, previous = 0, None
+    offset, last, seen = 0, None, set()
     room = fetcher.options.max_offset - 1 if fetcher.options.max_offset else 1 << 62
     while True:
         limit = fetcher.options.page_limit if room >= 1 << 62 else max(2, min(fetcher.options.page_limit, room + 1 - offset))
@@ -441,19 +454,26 @@ def sweep_updated_since(fetcher: PageFetcher, path: str, params: dict[str, Any],
         if not page.items:
             return
         dates = [to_utc(item.get("dateUpdated")) for item in page.items]
-        if any(d is None for d in dates) or any(a < b for a, b in zip([previous or dates[0], *dates], dates, strict=False) if a and b):
+        if any(d is None for d in dates) or any(a < b for a, b in zip(dates, dates[1:], strict=False)) or (
+            last is not None and dates[0] > last[1]
+        ):
             log.warning(
                 "%s does not order by dateUpdated descending (or has rows without it): updates to rows outside the "
                 "date filter's window cannot be found; run `concord-pipeline verify --repair` or --full-refresh now and then", path,
             )
             return
+        keys = page_keys(page.items, key)
+        first = keys[0]
+        if last is not None and first != last[0] and (dates[0] == last[1] or first not in seen):
+            raise SweepUnstable(f"{path}: rows shifted at offset {offset} of the dateUpdated sweep")
+        seen.update(keys)
         yield [item for item, updated in zip(page.items, dates, strict=True) if updated >= since]
         if page.count < 2 or dates[-1] < since or (page.count < limit and page.total is not None and offset + page.count >= page.total):
             return
-        previous, offset = dates[-1], offset + page.count - 1
+        last, offset = (keys[-1], dates[-1]), offset + page.count - 1
         if offset >= room:
             log.warning(
                 "%s: more rows were updated since %s than the server pages through: updates before %s were not checked; "
-                "run `concord-pipeline verify --repair` for those days", path, since, previous,
+                "run `concord-pipeline verify --repair` for those days", path, since, last[1],
             )
             return
