@@ -530,6 +530,7 @@ def concord_source(
     run_started: datetime | None = None,
     stats: dict[str, ResourceStats] | None = None,
     slice_rows: int = settings.SLICE_ROWS,
+    max_offset: int = settings.MAX_OFFSET,
     interval_start: str | datetime | None = None,
     interval_end: str | datetime | None = None,
 ) -> list[DltResource]:
@@ -547,6 +548,7 @@ def concord_source(
         timeout=timeout,
         max_retries=max_retries,
         backoff_base=backoff_base,
+        max_offset=max(0, max_offset),
     )
     ctx = SourceContext(
         ConcordClient(options),
