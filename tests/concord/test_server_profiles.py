@@ -9,8 +9,10 @@ Retry-After, a project without a scan configured, a date filter on another field
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
+import dlt
 import pytest
 
 from pipelines.concord import settings
@@ -79,3 +81,19 @@ def test_two_incremental_runs_equal_the_server_under_each_profile(make_export, p
         assert f"skipped in {resource}: project {_first_project(export)}" in second.summary()
     if "date-filter" in profiles:
         assert second.resources["consent_events"].swept > 0, "updates to older events come from the dateUpdated sweep"
+
+
+def test_windows_end_at_the_servers_clock_not_the_hosts(make_export, caplog) -> None:
+    """The sandbox's clock is days behind this host's: cursors follow the server, and the host's clock is named."""
+    export = make_export(events=500)
+    with caplog.at_level("WARNING"):
+        export.run(run_started=None, lag_seconds=60, resources=["consent_events"])
+    pipeline = dlt.attach(export.pipeline_name, pipelines_dir=str(export.tmp / "pipelines"))
+    cursor = pipeline.state["sources"]["concord"]["resources"]["consent_events"]["cursor"]
+    assert cursor.startswith((export.now().replace(microsecond=0) - timedelta(seconds=60)).isoformat()[:19])
+    assert any("ahead of the API server's" in r.getMessage() for r in caplog.records)
+    export.state.advance_clock(3600)
+    export.state.mutate(insert_events=25)
+    export.state.advance_clock(120)
+    export.run(run_started=None, lag_seconds=60, resources=["consent_events"])
+    assert_table_matches(export, "consent_events")  # a host clock ahead would have moved the cursor past these
