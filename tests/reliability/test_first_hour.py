@@ -48,7 +48,8 @@ def test_sql_errors_are_one_line(tmp_path, monkeypatch, capsys):
     assert main(["sql", "SELECT 1"]) == 2
     assert "no DuckDB file at concord.duckdb" in _one_error(capsys.readouterr().err)
     with duckdb.connect(str(tmp_path / "concord.duckdb")) as con:
-        con.execute("CREATE SCHEMA concord; CREATE TABLE concord.t AS SELECT 1 AS x")
+        # the file's catalog is named like the dataset, as in the README's default: the sql command copes
+        con.execute("CREATE SCHEMA concord.concord; CREATE TABLE concord.concord.t AS SELECT 1 AS x")
     assert main(["sql", "SELEC x FROM t"]) == 2
     assert "the query failed" in _one_error(capsys.readouterr().err)
     assert main(["sql", "--dataset", "nope", "SELECT 1"]) == 2
@@ -167,7 +168,7 @@ def test_readme_commands_work_without_a_global_pip_install():
     readme = (REPO / "README.md").read_text()
     quick_start = readme[readme.index("## Quick start"): readme.index("## Exporting your organization")]
     commands = re.findall(r"```bash\n(.+?)\n```", quick_start)
-    assert len(commands) == 2 and all(c.startswith("python3 -m venv .venv && ") for c in commands), commands
+    assert len(commands) == 2 and all(c.startswith("python3 -m venv .uv && .uv/bin/pip install") for c in commands), commands
     assert "python3-venv" in quick_start.split("```bash")[0], "Debian's python3-venv is not mentioned before the commands"
     assert "pip install uv" not in quick_start.replace(".venv/bin/pip install", ""), "a global pip install remains"
     ci = (REPO / ".ci" / "run").read_text().strip().splitlines()[-1]
