@@ -198,16 +198,22 @@ def make_destination(options: RunOptions) -> tuple[Any, str | None]:
         ) from None
     except Exception as err:
         raise ConfigError(f"destination {name!r} could not be set up: {_first_line(err)}") from None
-    _check_destination_settings(destination)
+    _check_destination_settings(destination, options.pipeline_name or settings.DEFAULT_PIPELINE_NAME)
     return destination, None
 
 
-def _check_destination_settings(destination: Any) -> None:
-    """A missing bucket_url or credentials, named as the env var to set, before any state exists."""
+def _check_destination_settings(destination: Any, pipeline_name: str) -> None:
+    """A missing bucket_url or credentials, named as the env var to set, before any state exists.
+
+    Resolved in the pipeline's config section, as dlt will, so `[<pipeline>.destination...]` counts too.
+    """
+    from dlt.common.configuration.container import Container
     from dlt.common.configuration.exceptions import ConfigFieldMissingException
+    from dlt.common.configuration.specs.config_section_context import ConfigSectionContext
 
     try:
-        destination.configuration(destination.spec())
+        with Container().injectable_context(ConfigSectionContext(pipeline_name=pipeline_name)):
+            destination.configuration(destination.spec())
     except ConfigFieldMissingException as err:
         missing = missing_destination_settings(err, destination.destination_type)
         if missing is not None:
