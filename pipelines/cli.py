@@ -134,6 +134,8 @@ def exit_now(interrupted: Interrupted) -> NoReturn:
     """Print the one line and end the process without waiting for worker threads (the lock is the OS's)."""
     try:
         sys.stdout.flush()
+        if sys.stderr.isatty():
+            sys.stderr.write("\x1b[?25h\n")  # the live progress display hides the cursor until it stops
         print(f"error: {interrupted}", file=sys.stderr, flush=True)
     finally:
         os._exit(interrupted.exit_code)
