@@ -27,3 +27,16 @@ class ConcurrentRunError(PipelineError):
     """Another run holds the lock on the same pipeline or DuckDB file."""
 
     exit_code = 4
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM. A BaseException, like KeyboardInterrupt, so no `except Exception` swallows it."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        self.exit_code = 128 + signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
+        name = "SIGINT" if signum == 2 else "SIGTERM" if signum == 15 else f"signal {signum}"
+        super().__init__(
+            f"interrupted by {name}; loaded data and state are as the last completed load left them, "
+            "and the next run continues from there"
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import socket
 import threading
 import time
@@ -9,11 +10,26 @@ from types import TracebackType
 
 import uvicorn
 
+from pipelines.errors import ConfigError
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def check_port_free(host: str, port: int) -> None:
+    """A busy port as one ConfigError line; SO_REUSEADDR as uvicorn binds, so TIME_WAIT is not 'busy'."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
+                raise ConfigError(f"port {port} on {host} is already in use: choose another with --port (0 = any free port) or stop what uses it") from None
+            raise ConfigError(f"cannot listen on {host}:{port}: {err.strerror}; choose another --host/--port") from None
 
 
 class BackgroundServer:
@@ -31,6 +47,7 @@ class BackgroundServer:
         return f"http://{self.host}:{self.port}"
 
     def start(self, timeout: float = 10.0) -> BackgroundServer:
+        check_port_free(self.host, self.port)  # uvicorn would log a traceback-like error and we a RuntimeError
         self._thread.start()
         deadline = time.monotonic() + timeout
         while not self._server.started:

@@ -7,10 +7,12 @@ import sys
 import tempfile
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from pipelines.concord import settings
-from pipelines.concord.runner import RunOptions, RunResult, run_export
+from pipelines.concord.runner import RunOptions, RunResult, duckdb_open_error, run_export
 from pipelines.duckdb_compat import qualified_dataset
+from pipelines.errors import ConfigError
 from pipelines.report import format_table
 
 RUN_HELP = """\
@@ -31,8 +33,21 @@ DEMO_SQL = """\
 SELECT session__geography AS geography,
        count(*) AS events,
        round(100.0 * sum(CASE WHEN consent_state = 'accepted' THEN 1 ELSE 0 END) / count(*), 1) AS accepted_pct
-FROM {dataset}.consent_events
+FROM consent_events
 GROUP BY 1 ORDER BY events DESC LIMIT 5"""
+
+# The demo never writes the file or dataset `run` uses: its sandbox organization must not mix with a real one.
+DEMO_DUCKDB_PATH = "concord-demo.duckdb"
+DEMO_DATASET = "concord_demo"
+
+SQL_HELP = """\
+Run one SQL query against the DuckDB file an export wrote and print the result as a table.
+
+Table names need no schema: the query runs with the dataset as the current schema, e.g.
+  concord-pipeline sql "SELECT consent_state, count(*) FROM consent_events GROUP BY 1"
+  concord-pipeline sql --duckdb-path concord-demo.duckdb --dataset concord_demo "SHOW TABLES"
+The file is opened read-only; nothing is changed.
+"""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -47,16 +62,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     demo = subparsers.add_parser(
         "demo",
-        help="start a local sandbox API, export it into ./concord.duckdb and show what loaded",
-        description="Start the Concord sandbox on 127.0.0.1 in the background, run the real export into a "
-        "local DuckDB file, print the summary and an example SQL query, then stop the sandbox.",
+        help=f"start a local sandbox API, export it into ./{DEMO_DUCKDB_PATH} and show what loaded",
+        description="Start the Concord sandbox on 127.0.0.1 in the background, run the real export into its own "
+        f"DuckDB file ({DEMO_DUCKDB_PATH}, dataset {DEMO_DATASET}; never the concord.duckdb of `run`), print the "
+        "summary and an example SQL query, then stop the sandbox.",
     )
-    demo.add_argument("--duckdb-path", default="concord.duckdb", help="DuckDB file to write (default: ./concord.duckdb)")
+    demo.add_argument("--duckdb-path", default=DEMO_DUCKDB_PATH, help=f"DuckDB file to write (default: ./{DEMO_DUCKDB_PATH})")
     demo.add_argument("--events", type=int, default=20_000, help="consent events in the sandbox (default 20000)")
     demo.add_argument("--days", type=int, default=30, help="days of history in the sandbox (default 30)")
     demo.add_argument("--seed", type=int, default=42, help="sandbox data seed (default 42)")
-    demo.add_argument("--dataset", default=settings.DEFAULT_DATASET, help="dataset (schema) name (default concord)")
+    demo.add_argument("--dataset", default=DEMO_DATASET, help=f"dataset (schema) name (default {DEMO_DATASET})")
     demo.set_defaults(handler=demo_command)
+
+    sql = subparsers.add_parser(
+        "sql", help="query the exported DuckDB file and print a table", description=SQL_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sql.add_argument("query", help="one SQL statement")
+    sql.add_argument("--duckdb-path", default="concord.duckdb", help="DuckDB file (default ./concord.duckdb)")
+    sql.add_argument("--dataset", default=settings.DEFAULT_DATASET, help="schema the table names refer to (default concord)")
+    sql.add_argument("--max-rows", type=int, default=1000, help="print at most this many rows (default 1000)")
+    sql.set_defaults(handler=sql_command)
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -70,12 +96,12 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--start-date", help="where a first run begins, ISO 8601 (default 2015-01-01; usage metrics: last 90 days)")
     parser.add_argument("--full-refresh", action="store_true", help="ignore cursors, re-read everything and merge (nothing is dropped)")
     parser.add_argument("--pipeline-name", help="dlt pipeline name: state and lock are per name (default concord)")
-    parser.add_argument("--pipelines-dir", help="where dlt keeps pipeline state (default ~/.dlt/pipelines)")
+    parser.add_argument("--pipelines-dir", help="where dlt keeps pipeline state and the run lock (default: dlt's, i.e. $DLT_DATA_DIR/pipelines, ~/.dlt/pipelines, or /var/dlt/pipelines as root)")
     parser.add_argument("--lookback-seconds", type=int, help=f"re-read this much before the cursor (default {settings.DEFAULT_LOOKBACK_SECONDS})")
     parser.add_argument("--lag-seconds", type=int, help=f"leave out the newest N seconds, still in flight (default {settings.DEFAULT_LAG_SECONDS})")
     parser.add_argument("--concurrency", type=int, help=f"concurrent page requests (default {settings.DEFAULT_CONCURRENCY})")
     parser.add_argument("--pii", choices=["keep", "hash", "drop"], help="direct identifiers: keep (default), hash (HMAC-SHA256, needs pii_salt) or drop")
-    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    parser.add_argument("--quiet", action="store_true", help="no progress (a live display on a terminal, plain lines every 10 s otherwise)")
 
 
 def options_from_args(args: argparse.Namespace) -> RunOptions:
@@ -132,16 +158,55 @@ def demo_command(args: argparse.Namespace) -> int:
 
 
 def print_example_query(result: RunResult) -> None:
+    assert result.duckdb_path is not None
+    headers, rows = query(result.duckdb_path, result.dataset, DEMO_SQL)
+    print(f"\nexample query ({Path(result.duckdb_path).name}, dataset {result.dataset}):\n{DEMO_SQL}\n")
+    print(format_table(headers, rows))
+    where = f"--duckdb-path {result.duckdb_path} --dataset {result.dataset}"
+    print(
+        f'\nnext steps: query it with `concord-pipeline sql {where} "SHOW TABLES"`; export your organization with '
+        "`SOURCES__CONCORD__API_KEY=... concord-pipeline run --org YOUR_ORG_ID` (into ./concord.duckdb, dataset concord)"
+    )
+
+
+def sql_command(args: argparse.Namespace) -> int:
+    path = Path(args.duckdb_path).expanduser()
+    if not path.is_file():
+        raise ConfigError(
+            f"no DuckDB file at {path}: run `concord-pipeline run` (or `demo`) first, or pass --duckdb-path"
+        )
+    headers, rows = query(str(path), args.dataset, args.query, args.max_rows + 1)
+    print(format_table(headers, rows[: args.max_rows]))
+    if len(rows) > args.max_rows:
+        print(f"(first {args.max_rows:,} rows; --max-rows shows more)")
+    return 0
+
+
+def query(duckdb_path: str, dataset: str, sql: str, max_rows: int | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Run `sql` read-only with `dataset` as the current schema; errors as one ConfigError line."""
     import duckdb
 
-    assert result.duckdb_path is not None
-    sql = DEMO_SQL.format(dataset=qualified_dataset(result.duckdb_path, result.dataset))
-    with duckdb.connect(result.duckdb_path, read_only=True) as con:
-        cursor = con.execute(sql)
-        headers = [d[0] for d in cursor.description]
-        rows = cursor.fetchall()
-    print(f"\nexample query (duckdb {Path(result.duckdb_path).name}):\n{sql}\n")
-    print(format_table(headers, rows))
+    try:
+        con = duckdb.connect(duckdb_path, read_only=True)
+    except duckdb.Error as err:
+        raise duckdb_open_error(duckdb_path, err) from None
+    with con:
+        try:
+            con.execute(f"USE {qualified_dataset(duckdb_path, dataset)}")
+        except duckdb.Error:
+            raise ConfigError(f"dataset {dataset!r} is not in {duckdb_path}: pass the --dataset the export used") from None
+        try:
+            cursor = con.execute(sql)
+            headers = [d[0] for d in cursor.description or []]
+            rows = cursor.fetchmany(max_rows) if max_rows is not None else cursor.fetchall()
+        except duckdb.Error as err:
+            raise ConfigError(f"the query failed: {_first_line(err)}") from None
+    return headers, rows
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
 
 
 # -- interval mode and `verify` (kept apart from the run flags above) ------------------------------

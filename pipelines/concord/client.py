@@ -77,6 +77,7 @@ class ResourceStats:
     splits: int = 0
     items: int = 0
     seconds: float = 0.0
+    expected: int = 0  # rows the windows read so far said they hold (their first pages' totals): progress only
     unfinished: bool = False  # this run read a slice of the window; the runner runs again for the rest
     skipped: list[str] = field(default_factory=list)  # projects left out of this resource, and why
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -91,20 +92,84 @@ class GarbageResponse(Exception):
     """A 200 whose body is not the API's JSON (truncated, HTML, wrong shape): retried, then reported."""
 
 
+KEY_SETTING = "SOURCES__CONCORD__API_KEY (or api_key in .dlt/secrets.toml)"
+
+
+def check_api_key(key: str) -> str:
+    """The key as sent: surrounding whitespace (a pasted newline) removed; refuses what no header can carry.
+
+    The error never quotes the key: an `Illegal header value` from httpx would, and dlt's trace keeps it.
+    """
+    key = (key or "").strip()
+    if not key:
+        raise ConfigError(f"the API key is empty: set {KEY_SETTING}")
+    bad = next((i for i, ch in enumerate(key) if not " " <= ch <= "~"), None)
+    if bad is not None:
+        raise ConfigError(
+            f"the API key has a control or non-ASCII character at position {bad + 1} of {len(key)}: "
+            f"copy it again from the Concord admin UI into {KEY_SETTING}"
+        )
+    return key
+
+
+def check_base_url(url: str) -> str:
+    """An http(s) URL without credentials, or a ConfigError that never repeats a password."""
+    text = (url or "").strip()
+    try:
+        parsed = httpx.URL(text)
+    except (httpx.InvalidURL, TypeError):
+        raise ConfigError(f"the base URL is not a URL: fix --base-url / SOURCES__CONCORD__BASE_URL, e.g. {settings.DEFAULT_BASE_URL}") from None
+    if parsed.userinfo:
+        safe = parsed.copy_with(username=None, password=None)
+        raise ConfigError(
+            f"the base URL {safe} carries a user name or password: remove `user:password@` from --base-url / "
+            "SOURCES__CONCORD__BASE_URL (the API authenticates with the API key only)"
+        )
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ConfigError(
+            f"the base URL {text!r} needs http:// or https:// and a host: fix --base-url / SOURCES__CONCORD__BASE_URL, "
+            f"e.g. {settings.DEFAULT_BASE_URL}"
+        )
+    return text
+
+
+def origin(url: httpx.URL) -> str:
+    port = f":{url.port}" if url.port else ""
+    return f"{url.scheme}://{url.host}{port}"
+
+
+def same_origin_only(base_url: str) -> Callable[[httpx.Request], None]:
+    """A request hook that refuses, before sending, a redirect to another origin (it would carry the key)."""
+    home = origin(httpx.URL(base_url))
+
+    def hook(request: httpx.Request) -> None:
+        target = origin(request.url)
+        if target != home:
+            request.headers.pop("x-api-key", None)
+            raise ConfigError(
+                f"the API at {home} redirected to {target}; the API key is only sent to {home}: "
+                "if that is the API's new address, set --base-url / SOURCES__CONCORD__BASE_URL to it"
+            )
+
+    return hook
+
+
 class ConcordClient:
     def __init__(self, options: ClientOptions) -> None:
         self.options = options
-        self.base_url = options.base_url.rstrip("/")
+        self.base_url = check_base_url(options.base_url).rstrip("/")
         self._http = httpx.Client(
             base_url=self.base_url,
             headers={
-                "x-api-key": options.api_key,
+                "x-api-key": check_api_key(options.api_key),
                 "accept": "application/json",
                 "user-agent": f"concord-pipelines/{__version__}",
             },
             timeout=httpx.Timeout(options.timeout, connect=options.connect_timeout),
             limits=httpx.Limits(max_connections=options.concurrency * 2, max_keepalive_connections=options.concurrency * 2),
             follow_redirects=True,
+            # httpx drops only `Authorization` on a cross-origin redirect; our key is `x-api-key`.
+            event_hooks={"request": [same_origin_only(self.base_url)]},
         )
         # `concurrency` bounds the HTTP requests in flight; twice as many workers let a page be
         # decoded while its slot already carries the next request (with 50 ms of latency per

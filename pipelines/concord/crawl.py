@@ -244,6 +244,7 @@ class Crawl:
     def _plan(self, read: _Read, first: Page) -> None:
         """Requests for the pages a total promises, all at once; without a total, one round ahead."""
         read.total = first.total
+        self.stats.add(expected=first.total or first.count)  # for the progress display only
         read.step = max(1, first.count - 1)
         if first.count < 2 or (first.total is None and first.count < first.requested):
             return  # nothing more, or (a short page without a total) one more page to be sure: _follow asks

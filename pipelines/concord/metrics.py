@@ -11,14 +11,14 @@ Rows = list[dict[str, Any]]
 
 
 def dashboard_tables(
-    dashboard: dict[str, Any], day: date, project_id: str, complete: bool, fetched_at: datetime
+    dashboard: dict[str, Any], day: date, project_id: str, complete: bool, fetched_at: datetime, organization_id: str
 ) -> list[tuple[TableSpec, Rows]]:
     if not isinstance(dashboard, dict):
         dashboard = {}
     sessions = _obj(dashboard, "sessions")
     events = _obj(dashboard, "consentEvents")
     requests = _obj(dashboard, "complianceRequests")
-    key = {"date": day, "project_id": project_id}
+    key = {"organization_id": organization_id, "date": day, "project_id": project_id}
     resolution = _obj(requests, "resolutionMetrics")
     daily = {
         **key,

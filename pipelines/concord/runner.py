@@ -6,8 +6,8 @@ import fcntl
 import logging
 import os
 import re
+import signal
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -21,19 +21,40 @@ import dlt
 from dlt.common.configuration.providers import DictionaryProvider
 from dlt.common.destination.exceptions import UnknownDestinationModule
 from dlt.common.destination.reference import Destination
+from dlt.common.pipeline import get_dlt_pipelines_dir
 
 from pipelines.concord import settings
-from pipelines.concord.client import ClientOptions, ConcordClient, ResourceStats
+from pipelines.concord.client import (
+    ClientOptions,
+    ConcordClient,
+    ResourceStats,
+    check_api_key,
+    check_base_url,
+)
+from pipelines.concord.config_checks import (
+    MAX_WINDOW_SECONDS,
+    check_duckdb_file,
+    check_lock_path,
+    check_pii_salt,
+    check_pipeline_name,
+    check_pipelines_dir,
+    check_start_year,
+    missing_destination_settings,
+    seconds,
+    whole_number,
+)
 from pipelines.concord.source import (
     concord_source,
     parse_interval,
     parse_start_date,
     validate_organization_id,
+    validate_pii,
 )
 from pipelines.duckdb_compat import enable_catalog_qualified_names
-from pipelines.errors import ConcurrentRunError, ConfigError, PipelineError
+from pipelines.errors import ConcurrentRunError, ConfigError, Interrupted, PipelineError
 from pipelines.logs import quiet_arrow_hint_warnings
 from pipelines.memory import limit_malloc_arenas, release_free_memory, use_system_allocator_for_arrow
+from pipelines.progress import make_progress
 from pipelines.report import format_table
 
 log = logging.getLogger(__name__)
@@ -184,7 +205,7 @@ def make_destination(options: RunOptions) -> tuple[Any, str | None]:
         enable_catalog_qualified_names()
         return dlt.destinations.duckdb(credentials=str(path)), str(path)
     try:
-        return Destination.from_reference(name), None
+        destination = Destination.from_reference(name)
     except UnknownDestinationModule:
         raise ConfigError(
             f"unknown destination {name!r}: pass --destination with a dlt destination such as duckdb, postgres, "
@@ -192,6 +213,34 @@ def make_destination(options: RunOptions) -> tuple[Any, str | None]:
         ) from None
     except Exception as err:
         raise ConfigError(f"destination {name!r} could not be set up: {_first_line(err)}") from None
+    _check_destination_settings(destination, options.pipeline_name or settings.DEFAULT_PIPELINE_NAME)
+    return destination, None
+
+
+def _check_destination_settings(destination: Any, pipeline_name: str) -> None:
+    """A missing bucket_url or credentials, named as the env var to set, before any state exists.
+
+    Resolved in the pipeline's config section, as dlt will, so `[<pipeline>.destination...]` counts too.
+    """
+    from dlt.common.configuration.container import Container
+    from dlt.common.configuration.exceptions import ConfigFieldMissingException
+    from dlt.common.configuration.specs.config_section_context import ConfigSectionContext
+
+    try:
+        with Container().injectable_context(ConfigSectionContext(pipeline_name=pipeline_name)):
+            destination.configuration(destination.spec())
+    except ConfigFieldMissingException as err:
+        missing = missing_destination_settings(err, destination.destination_type)
+        if missing is not None:
+            raise missing from None
+    except Exception as err:  # anything else is reported by the run itself, with its step
+        log.debug("destination settings not checked up front: %s", _first_line(err))
+
+
+def canonical_destination(name: str) -> str:
+    """`dlt.destinations.duckdb` is `duckdb`: the same file path, lock and catalog handling."""
+    prefix = "dlt.destinations."
+    return name[len(prefix):] if name.startswith(prefix) else name
 
 
 def _check_writable(path: Path) -> None:
@@ -200,6 +249,7 @@ def _check_writable(path: Path) -> None:
         raise ConfigError(f"--duckdb-path {path} is a directory: give a file path such as {path / 'concord.duckdb'}")
     if not parent.is_dir():
         raise ConfigError(f"cannot write the DuckDB file {path}: folder {parent} does not exist; create it or choose another --duckdb-path")
+    check_duckdb_file(path)
     target = path if path.exists() else parent
     if not os.access(target, os.W_OK):
         raise ConfigError(f"cannot write the DuckDB file {path}: permission denied; choose a writable --duckdb-path")
@@ -208,8 +258,12 @@ def _check_writable(path: Path) -> None:
 @contextmanager
 def exclusive(lock_path: Path, what: str) -> Iterator[None]:
     """Refuse a second run on the same pipeline or DuckDB file; the OS frees the lock if we die."""
+    check_lock_path(lock_path)
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(lock_path, "a+")  # noqa: SIM115 - held for the whole run
+    try:
+        handle = open(lock_path, "a+")  # noqa: SIM115 - held for the whole run
+    except OSError as err:
+        raise ConfigError(f"cannot create the lock file {lock_path}: {err.strerror}; fix the folder's permissions or choose another one") from None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -222,35 +276,76 @@ def exclusive(lock_path: Path, what: str) -> Iterator[None]:
         handle.close()
 
 
-class Progress:
-    """Prints one line per resource every few seconds while extracting, to stderr."""
+@dataclass
+class Checked:
+    """Every setting of one run, resolved (flag, env, .dlt/, default) and validated before any file is touched."""
 
-    def __init__(self, stats: dict[str, ResourceStats], stream: IO[str], interval: float = 2.0) -> None:
-        self.stats, self.stream, self.interval = stats, stream, interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="progress", daemon=True)
-        self._last: dict[str, tuple[int, int]] = {}
+    organization_id: str
+    api_key: str
+    base_url: str
+    resources: list[str]
+    start_date: str | None
+    lookback: int
+    lag: int
+    concurrency: int
+    timeout: float
+    max_retries: int
+    backoff_base: float
+    pii: str
+    pii_salt: str | None
+    project_ids: list[str] | None
+    pipelines_dir: Path
 
-    def __enter__(self) -> Progress:
-        self._thread.start()
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self.report()
+def check_settings(options: RunOptions) -> Checked:
+    """One ConfigError line for the first bad setting; nothing on disk exists yet when it is raised."""
+    check_pipeline_name(options.pipeline_name or "")
+    with _fix_hint("--org or SOURCES__CONCORD__ORGANIZATION_ID"):
+        org = validate_organization_id(options.organization_id or _config("organization_id"))
+    api_key = options.api_key or _config("api_key", secret=True)
+    if not api_key:
+        raise ConfigError("no API key: set SOURCES__CONCORD__API_KEY or api_key in .dlt/secrets.toml ([sources.concord])")
+    resources = resolve_resources(options.resources or _config("resources"))
+    start_date = options.start_date or _config("start_date")
+    with _fix_hint("--start-date or SOURCES__CONCORD__START_DATE"):
+        check_start_year(parse_start_date(start_date))
+    parse_interval(options.interval_start, options.interval_end, options.run_started)
+    pii = _setting(options.pii, "pii", "keep")
+    pii_salt = options.pii_salt or _config("pii_salt", secret=True)
+    validate_pii(pii, pii_salt)
+    check_pii_salt(pii, pii_salt)
+    return Checked(
+        organization_id=org,
+        api_key=check_api_key(str(api_key)),
+        base_url=check_base_url(str(_setting(options.base_url, "base_url", settings.DEFAULT_BASE_URL))),
+        resources=resources,
+        start_date=start_date,
+        lookback=whole_number(_setting(options.lookback_seconds, "lookback_seconds", settings.DEFAULT_LOOKBACK_SECONDS),
+                              "lookback_seconds", "--lookback-seconds", 0, MAX_WINDOW_SECONDS),
+        lag=whole_number(_setting(options.lag_seconds, "lag_seconds", settings.DEFAULT_LAG_SECONDS),
+                         "lag_seconds", "--lag-seconds", 0, MAX_WINDOW_SECONDS),
+        concurrency=whole_number(_setting(options.concurrency, "concurrency", settings.DEFAULT_CONCURRENCY),
+                                 "concurrency", "--concurrency", 1, 256),
+        timeout=seconds(_setting(options.timeout, "timeout", 30.0), "timeout", None, 0, positive=True),
+        max_retries=whole_number(_setting(options.max_retries, "max_retries", 6), "max_retries", None, 0, 100),
+        backoff_base=seconds(_setting(options.backoff_base, "backoff_base", 0.5), "backoff_base", None, 0),
+        pii=pii,
+        pii_salt=pii_salt,
+        project_ids=options.project_ids or _config("project_ids"),
+        pipelines_dir=check_pipelines_dir(str(options.pipelines_dir or _config("pipelines_dir") or get_dlt_pipelines_dir())),
+    )
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.report()
 
-    def report(self) -> None:
-        for name, s in list(self.stats.items()):
-            now = (s.items, s.pages)
-            if self._last.get(name) != now:
-                self._last[name] = now
-                extra = f", {s.retries} retries" if s.retries else ""
-                print(f"  {name}: {s.items:,} items, {s.pages:,} pages{extra}", file=self.stream, flush=True)
+def open_pipeline(name: str, destination: Any, dataset: str, pipelines_dir: Path) -> dlt.Pipeline:
+    """dlt.pipeline(), with unreadable local state (a corrupted or empty state or schema file) as one line."""
+    try:
+        return dlt.pipeline(pipeline_name=name, destination=destination, dataset_name=dataset, pipelines_dir=str(pipelines_dir))
+    except Exception as err:
+        working = pipelines_dir / name
+        raise ConfigError(
+            f"the local state of pipeline '{name}' in {working} is unreadable ({type(err).__name__}): move that folder "
+            "away and run again; the state is restored from the destination"
+        ) from None
 
 
 def run_export(options: RunOptions, out: IO[str] | None = None) -> RunResult:
@@ -261,58 +356,30 @@ def run_export(options: RunOptions, out: IO[str] | None = None) -> RunResult:
     use_system_allocator_for_arrow()
     limit_malloc_arenas()
     options = resolve_names(options)
-    with _fix_hint("--org or SOURCES__CONCORD__ORGANIZATION_ID"):
-        org = validate_organization_id(options.organization_id or _config("organization_id"))
-    api_key = options.api_key or _config("api_key", secret=True)
-    if not api_key:
-        raise ConfigError("no API key: set SOURCES__CONCORD__API_KEY or api_key in .dlt/secrets.toml ([sources.concord])")
-    resources = resolve_resources(options.resources or _config("resources"))
-    start_date = options.start_date or _config("start_date")
-    with _fix_hint("--start-date or SOURCES__CONCORD__START_DATE"):
-        parse_start_date(start_date)  # fail before touching any state
-    parse_interval(options.interval_start, options.interval_end, options.run_started)
-    lookback = int(_setting(options.lookback_seconds, "lookback_seconds", settings.DEFAULT_LOOKBACK_SECONDS))
-    lag = int(_setting(options.lag_seconds, "lag_seconds", settings.DEFAULT_LAG_SECONDS))
-    if lookback < 0 or lag < 0:
-        raise ConfigError(
-            "lookback and lag must be zero or positive: fix --lookback-seconds / --lag-seconds "
-            "(or SOURCES__CONCORD__LOOKBACK_SECONDS / SOURCES__CONCORD__LAG_SECONDS)"
-        )
+    checked = check_settings(options)
+    org, api_key, resources, start_date = checked.organization_id, checked.api_key, checked.resources, checked.start_date
+    lookback, lag, pipelines_dir = checked.lookback, checked.lag, checked.pipelines_dir
     destination, duckdb_path = make_destination(options)
-    pipelines_dir = options.pipelines_dir or _config("pipelines_dir")
-    lock_dir = Path(pipelines_dir or Path.home() / ".dlt" / "pipelines")
     register_dlt_defaults()
-    with exclusive(lock_dir / f".{options.pipeline_name}.lock", f"pipeline '{options.pipeline_name}'"), (
+    with exclusive(pipelines_dir / f".{options.pipeline_name}.lock", f"pipeline '{options.pipeline_name}'"), (
         exclusive(Path(duckdb_path + ".lock"), f"DuckDB file {duckdb_path}") if duckdb_path else nullcontext()
     ), ExitStack() as run_scope:
-        pipeline = dlt.pipeline(
-            pipeline_name=options.pipeline_name,
-            destination=destination,
-            dataset_name=options.dataset,
-            pipelines_dir=pipelines_dir,
-        )
+        pipeline = open_pipeline(options.pipeline_name, destination, options.dataset, pipelines_dir)
         if duckdb_path and not Path(duckdb_path).exists() and pipeline.first_run is False:
             # The warehouse was deleted but local state survived: start over instead of skipping data.
             pipeline.drop()
-            pipeline = dlt.pipeline(options.pipeline_name, destination=destination, dataset_name=options.dataset, pipelines_dir=pipelines_dir)
+            pipeline = open_pipeline(options.pipeline_name, destination, options.dataset, pipelines_dir)
         connection_scope = run_scope.enter_context(ExitStack())
         if duckdb_path:
             pipeline = with_one_duckdb_connection(pipeline, duckdb_path, connection_scope)
         stats: dict[str, ResourceStats] = {}
-        base_url = _setting(options.base_url, "base_url", settings.DEFAULT_BASE_URL)
-        project_ids = options.project_ids or _config("project_ids")
-        timeout = float(_setting(options.timeout, "timeout", 30.0))
-        max_retries = int(_setting(options.max_retries, "max_retries", 6))
-        backoff_base = float(_setting(options.backoff_base, "backoff_base", 0.5))
-        if project_ids:
-            check_project_ids(
-                ClientOptions(base_url, api_key, org, timeout=timeout, max_retries=max_retries, backoff_base=backoff_base),
-                project_ids,
-            )
+        base_url, project_ids = checked.base_url, checked.project_ids
+        timeout, max_retries, backoff_base = checked.timeout, checked.max_retries, checked.backoff_base
         client_options = ClientOptions(base_url, api_key, org, timeout=timeout, max_retries=max_retries, backoff_base=backoff_base)
+        if project_ids:
+            check_project_ids(client_options, project_ids)
         run_started = options.run_started or server_clock(client_options)
-        concurrency = int(_setting(options.concurrency, "concurrency", settings.DEFAULT_CONCURRENCY))
-        pii, pii_salt = _setting(options.pii, "pii", "keep"), options.pii_salt or _config("pii_salt", secret=True)
+        concurrency, pii, pii_salt = checked.concurrency, checked.pii, checked.pii_salt
 
         def source_for(names: list[str], full_refresh: bool) -> Any:
             return concord_source(
@@ -342,7 +409,7 @@ def run_export(options: RunOptions, out: IO[str] | None = None) -> RunResult:
         loaded: Counter[str] = Counter()
         load_ids: list[str] = []
         try:
-            with Progress(stats, out) if options.progress else nullcontext():
+            with make_progress(stats, out) if options.progress else nullcontext():
                 load_ids += load_pending(pipeline)
                 names, full_refresh = list(resources), options.full_refresh
                 while names:
@@ -382,7 +449,7 @@ def resolve_names(options: RunOptions) -> RunOptions:
     """Destination, dataset and pipeline name: flag, else dlt config/env ([sources.concord]), else default."""
     return replace(
         options,
-        destination=_setting(options.destination, "destination", "duckdb"),
+        destination=canonical_destination(str(_setting(options.destination, "destination", "duckdb"))),
         dataset=_setting(options.dataset, "dataset", settings.DEFAULT_DATASET),
         pipeline_name=_setting(options.pipeline_name, "pipeline_name", settings.DEFAULT_PIPELINE_NAME),
     )
@@ -476,6 +543,8 @@ def translate_failure(err: BaseException) -> PipelineError:
     while cause is not None and cause not in chain:
         if isinstance(cause, PipelineError):
             return cause
+        if isinstance(cause, Interrupted | KeyboardInterrupt):  # dlt wrapped a signal: it is not a failure
+            raise cause if isinstance(cause, Interrupted) else Interrupted(signal.SIGINT)
         if isinstance(cause, StopIteration | StopAsyncIteration | GeneratorExit):
             break  # generator plumbing a bug was raised during, not the cause: report the bug
         chain.append(cause)

@@ -303,11 +303,12 @@ REGIONS = TableSpec(
 )
 
 METRICS_ENDPOINT = "/organizations/{org}/metrics"
-_DAY_KEY = {"date": DATE, "project_id": TEXT}
+# The organization is part of every usage key: two organizations exported into one dataset keep their own days.
+_DAY_KEY = {"organization_id": TEXT, "date": DATE, "project_id": TEXT}
 
 USAGE_DAILY = TableSpec(
     name="usage_daily",
-    primary_key=("date", "project_id"),
+    primary_key=("organization_id", "date", "project_id"),
     endpoint=METRICS_ENDPOINT,
     columns={
         **_DAY_KEY,
@@ -332,7 +333,7 @@ USAGE_DAILY = TableSpec(
 def _breakdown(name: str, *dims: str) -> TableSpec:
     return TableSpec(
         name=name,
-        primary_key=("date", "project_id", *dims),
+        primary_key=("organization_id", "date", "project_id", *dims),
         endpoint=METRICS_ENDPOINT,
         columns={**_DAY_KEY, **dict.fromkeys(dims, TEXT), "count": BIGINT},
     )

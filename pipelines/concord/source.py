@@ -452,7 +452,7 @@ def usage_metrics_resource(ctx: SourceContext) -> DltResource:
         for (day, project), dashboard in zip(requests, dashboards, strict=True):
             stats.add(pages=1, items=1)
             complete = _day_end(day) <= cutoff
-            for table_spec, rows in dashboard_tables(dashboard, day, project or "", complete, fetched_at):
+            for table_spec, rows in dashboard_tables(dashboard, day, project or "", complete, fetched_at, ctx.client.options.organization_id):
                 if rows:
                     yield _marked(ctx, table_spec, rows_to_arrow(rows, table_spec.columns))
         complete_days = [d for d in days if _day_end(d) <= cutoff]
