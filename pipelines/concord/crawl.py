@@ -91,6 +91,7 @@ class _Seen:
     requested: int
     total: int | None
     keys: list[Hashable]
+    edges: tuple[Any, ...] = ()  # the sort values of its first two and last two rows (ordered by a date)
 
 
 @dataclass
@@ -218,7 +219,7 @@ class Crawl:
             if self._too_big(read, page):
                 return []
         keys = page_keys(page.table if page.table is not None else page.items, self.key)
-        read.seen[offset] = _Seen(page.count, page.requested, page.total, keys)
+        read.seen[offset] = _Seen(page.count, page.requested, page.total, keys, self._edges(read, page))
         read.page_size = max(read.page_size, page.count)
         if offset == 0:
             self._plan(read, page)
@@ -271,6 +272,17 @@ class Crawl:
                     self._schedule(read, after + ahead * read.step)
         self._schedule(read, after)
 
+    def _edges(self, read: _Read, page: Page) -> tuple[Any, ...]:
+        field_name = self.params.get("sort")
+        if read.by_id or self.key != ("id",) or not isinstance(field_name, str) or page.count < 2:
+            return ()
+        if page.table is not None:
+            column = page.table.column(field_name) if field_name in page.table.column_names else None
+            values = [] if column is None else [column[i].as_py() for i in (0, 1, page.count - 2, page.count - 1)]
+        else:
+            values = [page.items[i].get(field_name) for i in (0, 1, page.count - 2, page.count - 1)]
+        return tuple(values)
+
     @staticmethod
     def _full(read: _Read, seen: _Seen) -> bool:
         """As many rows as asked for, or as the server's biggest page of this read (it may cap pages silently)."""
@@ -319,6 +331,8 @@ class Crawl:
             if seen.count > 1:
                 if not following.keys or not self._lines_up(seen, following, keys):
                     return f"rows shifted at offset {after}"
+                if _tie_at_boundary(seen, following):
+                    return f"the boundary at offset {after} falls among rows that share one {self.params.get('sort')}"
                 boundaries += 1
             offset = after
         if len(keys) != rows - boundaries:
@@ -435,6 +449,16 @@ class Crawl:
             return to_utc(value)
         except (TypeError, ValueError, OverflowError):
             return None
+
+
+def _tie_at_boundary(seen: _Seen, following: _Seen) -> bool:
+    """The last row of a page shares its sort value with a neighbour: a server may order such rows
+    differently on every request, so the matching boundary row proves nothing there (read by id)."""
+    if len(seen.edges) < 4:
+        return False
+    before = seen.edges[2] == seen.edges[3]
+    after = len(following.edges) == 4 and following.edges[0] == following.edges[1]
+    return before or after
 
 
 class SweepUnstable(Exception):
