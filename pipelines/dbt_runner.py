@@ -166,6 +166,40 @@ def existing_tables(pipeline: Any) -> set[str] | None:
         return None
 
 
+def postgres_target(schema: str, url: str | None = None) -> DbtTarget:
+    """A PostgreSQL target from a URL, else from dlt's config (DESTINATION__POSTGRES__CREDENTIALS, secrets.toml)."""
+    import dlt
+    from dlt.destinations.impl.postgres.configuration import PostgresCredentials
+
+    creds = PostgresCredentials()
+    value: Any = url
+    if value is None:
+        try:
+            value = dlt.secrets.get("destination.postgres.credentials")
+        except Exception:
+            value = None
+    if not value:
+        raise ConfigError("no PostgreSQL credentials for dbt: set DESTINATION__POSTGRES__CREDENTIALS "
+                          "(or the concord_warehouse connection in Airflow)")
+    if isinstance(value, str):
+        creds.parse_native_representation(value)
+    else:
+        creds.update(dict(value))
+    query = creds.query if isinstance(creds.query, dict) else {}
+    return DbtTarget.postgres(schema, host=str(creds.host), port=creds.port, user=str(creds.username),
+                              password=creds.password, database=str(creds.database), sslmode=query.get("sslmode"))
+
+
+def tables_in(destination: str, dataset: str, duckdb_path: str | None, pipelines_dir: str) -> set[str] | None:
+    """Tables in `dataset` of a destination no pipeline object is at hand for (Airflow's build task)."""
+    import dlt
+
+    dest: Any = dlt.destinations.duckdb(credentials=duckdb_path) if destination == "duckdb" else destination
+    pipeline = dlt.pipeline(pipeline_name="concord_dbt_probe", destination=dest, dataset_name=dataset,
+                            pipelines_dir=pipelines_dir)
+    return existing_tables(pipeline)
+
+
 def target_for(destination: str | None, pipeline: Any, dataset: str, duckdb_path: str | None) -> DbtTarget | None:
     """The dbt target for a dlt destination, or None where the connector does not build (see README)."""
     if destination == "duckdb" and duckdb_path:
