@@ -125,7 +125,7 @@ def _read_results(command: str, returncode: int, target_dir: Path) -> DbtResult:
     for node in json.loads(path.read_text()).get("results", []):
         status = str(node.get("status", "")).lower()
         unique_id = str(node.get("unique_id", ""))
-        short = unique_id.split(".")[-1] if not unique_id.startswith("source.") else ".".join(unique_id.split(".")[-2:])
+        short = _node_name(unique_id)
         if status in ("pass", "success"):
             result.passed += 1
         elif status == "fail":
@@ -139,6 +139,17 @@ def _read_results(command: str, returncode: int, target_dir: Path) -> DbtResult:
         elif status == "skipped":
             result.skipped += 1
     return result
+
+
+def _node_name(unique_id: str) -> str:
+    """test.concord.unique_x_id.1a2b3c -> unique_x_id; unit_test.concord.model.case -> case;
+    source.concord.concord.consent_events -> concord.consent_events; model.concord.x -> x."""
+    parts = unique_id.split(".")
+    if parts[0] == "source":
+        return ".".join(parts[-2:])
+    if parts[0] == "test" and len(parts) >= 4:
+        return parts[2]
+    return parts[-1]
 
 
 def _last_error(output: str) -> str:

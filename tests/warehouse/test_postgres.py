@@ -166,17 +166,28 @@ def test_cli_run_into_postgres_builds_and_tests_the_models(postgres_server, sand
         cur.execute(f"SELECT * FROM {_q(dataset)}.v1_compliance_resolution_time")
         assert_view_matches("v1_compliance_resolution_time", [d[0] for d in cur.description], cur.fetchall(),
                             sandbox.state)
-        cur.execute(f"INSERT INTO {_q(dataset)}.consent_types SELECT * FROM {_q(dataset)}.consent_types "
-                    "ORDER BY date_updated LIMIT 1")
-        cur.execute(f"SELECT count(*) FROM {_q(dataset)}.consent_types")
+        cur.execute(f"INSERT INTO {_q(dataset)}.consent_events SELECT * FROM {_q(dataset)}.consent_events "
+                    "ORDER BY date_updated, id LIMIT 1")  # the oldest: outside the next run's look-back
+        cur.execute(f"SELECT count(*) FROM {_q(dataset)}.consent_events")
         before = cur.fetchone()[0]
     failing = cli(*args, "--fail-on-dbt-test", env=env)
     assert failing.returncode == 5, failing.stderr[-3000:]
     error = failing.stderr.strip().splitlines()[-1]
-    assert error.startswith("error: dbt build:") and "unique_stg_concord__consent_types_id" in error, error
+    assert error.startswith("error: dbt build:") and "unique_stg_concord__consent_events_id" in error, error
     with psycopg2.connect(postgres_server.url) as conn, conn.cursor() as cur:
-        cur.execute(f"SELECT count(*) FROM {_q(dataset)}.consent_types")
+        cur.execute(f"SELECT count(*) FROM {_q(dataset)}.consent_events")
         assert cur.fetchone()[0] == before, "a failing dbt test must not undo the load"
+        # the sandbox's clock is fixed in the past: bring the freshness fields to now, then freshness passes
+        for table, column in (("consent_events", "date_updated"), ("compliance_requests", "date_updated"),
+                              ("compliance_request_events", "date_updated"), ("tracker_scans", "scan_date"),
+                              ("usage_daily", "fetched_at")):
+            cur.execute(f"UPDATE {_q(dataset)}.{table} SET {column} = now()")
+        for table in [t for t in settings.ALL_TABLE_SPECS if t.startswith("usage_") and t != "usage_daily"]:
+            cur.execute(f"UPDATE {_q(dataset)}.{table} SET date = current_date WHERE date = (SELECT max(date) FROM {_q(dataset)}.{table})")
+        conn.commit()
+        fresh = run_dbt(postgres_target(dataset, postgres_server.url), "source freshness",
+                        variables={"cdr_enabled": False})
+        assert fresh.ok and fresh.passed >= 8, fresh.summary_line()
 
 
 def _q(name: str) -> str:
