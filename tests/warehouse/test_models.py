@@ -86,6 +86,18 @@ def test_mart_matches_truth_on_duckdb(mart: str, cli_build: tuple[CliRun, Path],
     assert_view_matches(mart, columns, rows, sandbox.state)
 
 
+def test_demo_builds_every_model_and_its_data_is_fresh(tmp_path: Path) -> None:
+    """The README's first command: the demo's export passes every dbt test, and its data (the sandbox at the
+    current time) passes every freshness threshold."""
+    path = tmp_path / "concord.duckdb"
+    run = cli("demo", "--events", "1000", "--duckdb-path", str(path))
+    assert run.returncode == 0, run.stderr[-3000:]
+    match = BUILD_LINE.search(run.stdout)
+    assert match and match.group(2, 3) == ("0", "0") and int(match.group(1)) >= 100, run.stdout[-2000:]
+    fresh = run_dbt(DbtTarget.duckdb(str(path), "concord"), "source freshness", variables={"cdr_enabled": False})
+    assert fresh.ok and fresh.passed >= 8 and not fresh.warned, fresh.summary_line()
+
+
 def test_no_dbt_flag_skips_the_build(sandbox, tmp_path: Path) -> None:
     run = concord_run(sandbox, tmp_path, "--no-dbt", "--resources", "projects")
     assert run.returncode == 0, run.stderr[-2000:]
