@@ -73,6 +73,7 @@ class DbtResult:
     skipped: int = 0
     failures: list[str] = field(default_factory=list)  # names of the failed or errored nodes
     message: str = ""  # dbt's last error line when it failed before running anything
+    output: str = field(default="", repr=False)  # the end of dbt's own output, for diagnosing a failure
 
     @property
     def ok(self) -> bool:
@@ -111,6 +112,7 @@ def run_dbt(target: DbtTarget, command: str = "build", *, exclude: Iterable[str]
         except subprocess.TimeoutExpired:
             return DbtResult(command, returncode=124, message=f"dbt {command} took longer than {timeout:.0f} s")
         result = _read_results(command, proc.returncode, out / "target")
+        result.output = (proc.stdout + proc.stderr)[-20000:]
         if proc.returncode != 0 and not result.failures:
             result.message = _last_error(proc.stdout + proc.stderr)
         return result

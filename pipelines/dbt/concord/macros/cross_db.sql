@@ -8,9 +8,10 @@
 {% macro bigquery__utc_date(expr) %}date({{ expr }}, 'UTC'){% endmacro %}
 {% macro snowflake__utc_date(expr) %}cast(convert_timezone('UTC', {{ expr }}) as date){% endmacro %}
 
-{# Seconds since the epoch, fractional (millisecond precision kept). #}
+{# Seconds since the epoch as a float (millisecond precision kept; PostgreSQL's numeric would leak into every
+   day count computed from it). #}
 {% macro epoch_seconds(expr) %}{{ return(adapter.dispatch('epoch_seconds', 'concord')(expr)) }}{% endmacro %}
-{% macro default__epoch_seconds(expr) %}extract(epoch from {{ expr }}){% endmacro %}
+{% macro default__epoch_seconds(expr) %}cast(extract(epoch from {{ expr }}) as {{ dbt.type_float() }}){% endmacro %}
 {% macro bigquery__epoch_seconds(expr) %}(unix_micros({{ expr }}) / 1000000.0){% endmacro %}
 {% macro snowflake__epoch_seconds(expr) %}(date_part(epoch_microsecond, {{ expr }}) / 1000000.0){% endmacro %}
 
