@@ -30,6 +30,7 @@ from pipelines.errors import ConfigError, PipelineError
 PROJECT_DIR = Path(__file__).resolve().parent / "dbt" / "concord"
 DBT_TIMEOUT_S = 30 * 60
 CONCORD_TABLES_SOURCE = "concord"
+BUILT_DESTINATIONS = ("duckdb", "postgres")  # the profiles.yml outputs; other warehouses use the package
 
 
 class DbtTestsFailed(PipelineError):

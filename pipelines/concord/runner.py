@@ -15,7 +15,7 @@ from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import dlt
 from dlt.common.configuration.providers import DictionaryProvider
@@ -30,6 +30,9 @@ from pipelines.errors import ConcurrentRunError, ConfigError, PipelineError
 from pipelines.logs import quiet_arrow_hint_warnings
 from pipelines.memory import limit_malloc_arenas, release_free_memory, use_system_allocator_for_arrow
 from pipelines.report import format_table
+
+if TYPE_CHECKING:
+    from pipelines.dbt_runner import DbtResult
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +85,7 @@ class RunResult:
     dataset: str
     duckdb_path: str | None = None
     load_ids: list[str] = field(default_factory=list)
-    dbt: Any = None  # pipelines.dbt_runner.DbtResult of the post-load build, None when it did not run
+    dbt: DbtResult | None = None  # the post-load dbt build, None when it did not run
     fail_on_dbt_test: bool = False  # the caller exits non-zero when dbt did not pass (dbt_runner.check)
 
     def summary(self) -> str:
@@ -350,7 +353,7 @@ def run_export(options: RunOptions, out: IO[str] | None = None) -> RunResult:
         except Exception as err:
             raise translate_failure(err) from err
         after = count_rows(pipeline, tables)
-        dbt_result = build_models(pipeline, options, duckdb_path, connection_scope)
+        dbt_result = build_models(pipeline, options, duckdb_path, connection_scope, out)
     return RunResult(
         tables=[_table_summary(t, loaded.get(t, 0), before.get(t), after.get(t)) for t in tables],
         resources=stats,
@@ -374,15 +377,20 @@ def resolve_names(options: RunOptions) -> RunOptions:
     )
 
 
-def build_models(pipeline: dlt.Pipeline, options: RunOptions, duckdb_path: str | None, connection_scope: ExitStack) -> Any:
+def build_models(pipeline: dlt.Pipeline, options: RunOptions, duckdb_path: str | None, connection_scope: ExitStack,
+                 out: IO[str]) -> DbtResult | None:
     """dbt build of the bundled project after a successful load (pipelines.dbt_runner); a failing test or
     model is reported in the summary and never undoes the load. Off with --no-dbt or dbt = false."""
     if not _flag(_setting(options.dbt, "dbt", True)):
         return None
     from pipelines import dbt_runner
 
+    if options.destination not in dbt_runner.BUILT_DESTINATIONS:
+        print(f"dbt build skipped: the connector builds into {' and '.join(dbt_runner.BUILT_DESTINATIONS)}; "
+              f"for {options.destination} run the dbt package from your own dbt project (README)", file=out)
+        return None
     if options.progress:
-        print("building the dbt models (--no-dbt skips this) ...", file=sys.stderr, flush=True)
+        print("building the dbt models (--no-dbt skips this) ...", file=out, flush=True)
     existing = dbt_runner.existing_tables(pipeline)
     connection_scope.close()  # dbt opens the DuckDB file from its own process: release our handle first
     try:
