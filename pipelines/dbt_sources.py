@@ -148,7 +148,7 @@ SOURCE_HEAD = {
 def render_sources(source: str, tables: list[Table]) -> str:
     description, schema, enabled = SOURCE_HEAD[source]
     lines = [HEADER.rstrip(), "version: 2", "", "sources:", f"  - name: {source}", f"    description: {_q(description)}",
-             f"    schema: {schema}", "    config:", f"      enabled: \"{{{{ var('{enabled}', true) }}}}\"",
+             f"    schema: {schema}", "    config:", f"      enabled: \"{{{{ var('{enabled}', true) | as_bool }}}}\"",
              "    tables:"]
     for t in tables:
         lines += [f"      - name: {t.name}", f"        description: {_q(t.description)}"]
