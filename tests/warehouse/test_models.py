@@ -118,6 +118,17 @@ def test_a_partial_export_builds_what_its_tables_allow(sandbox, tmp_path: Path) 
     assert [r[0] for r in rows] == ["concord_compliance_resolution_time", "concord_compliance_sla"]
 
 
+def test_pii_drop_is_respected_by_the_staging_models(sandbox, tmp_path: Path) -> None:
+    """--pii drop leaves the identifier columns out of the tables: staging keeps them as NULLs, never fails."""
+    run = concord_run(sandbox, tmp_path, "--pii", "drop", "--resources", "projects,consent_types,consent_events")
+    assert run.returncode == 0, run.stderr[-2000:]
+    match = BUILD_LINE.search(run.stdout)
+    assert match and match.group(2, 3) == ("0", "0"), run.stdout[-2000:]
+    _, rows = query(tmp_path / "concord.duckdb", "SELECT count(*), count(session_ip_address), count(session_user_agent) "
+                    "FROM stg_concord__consent_events")
+    assert rows[0][0] > 0 and rows[0][1:] == (0, 0)
+
+
 def _break(path: Path) -> None:
     """A duplicate key and an unknown enum value, as a bad upstream or a hand edit would leave them."""
     with duckdb.connect(str(path)) as conn:
