@@ -70,7 +70,7 @@ RENAMES = {"project": "project_id", "organization": "organization_id", "consent_
 KIND_MACRO = {
     settings.TEXT: "dbt.type_string()",
     settings.BIGINT: "dbt.type_bigint()",
-    settings.DOUBLE: "dbt.type_float()",
+    settings.DOUBLE: "concord.type_double()",
     settings.BOOL: "dbt.type_boolean()",
     settings.TIMESTAMP: "dbt.type_timestamp()",
     settings.JSON: "dbt.type_string()",  # only used for a column that is missing (PII dropped, not loaded yet)

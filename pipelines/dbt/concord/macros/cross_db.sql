@@ -11,7 +11,7 @@
 {# Seconds since the epoch as a float (millisecond precision kept; PostgreSQL's numeric would leak into every
    day count computed from it). #}
 {% macro epoch_seconds(expr) %}{{ return(adapter.dispatch('epoch_seconds', 'concord')(expr)) }}{% endmacro %}
-{% macro default__epoch_seconds(expr) %}cast(extract(epoch from {{ expr }}) as {{ dbt.type_float() }}){% endmacro %}
+{% macro default__epoch_seconds(expr) %}cast(extract(epoch from {{ expr }}) as {{ type_double() }}){% endmacro %}
 {% macro bigquery__epoch_seconds(expr) %}(unix_micros({{ expr }}) / 1000000.0){% endmacro %}
 {% macro snowflake__epoch_seconds(expr) %}(date_part(epoch_microsecond, {{ expr }}) / 1000000.0){% endmacro %}
 
@@ -24,4 +24,9 @@
 {% macro count_if(condition) %}cast(sum(case when {{ condition }} then 1 else 0 end) as {{ dbt.type_bigint() }}){% endmacro %}
 
 {# numerator / denominator as a float, NULL when the denominator is 0. #}
-{% macro ratio(numerator, denominator) %}cast({{ numerator }} as {{ dbt.type_float() }}) / nullif({{ denominator }}, 0){% endmacro %}
+{% macro ratio(numerator, denominator) %}cast({{ numerator }} as {{ type_double() }}) / nullif({{ denominator }}, 0){% endmacro %}
+
+{# A 64-bit float. dbt.type_float() is a 32-bit REAL on DuckDB (7 digits: epoch seconds lose minutes). #}
+{% macro type_double() %}{{ return(adapter.dispatch('type_double', 'concord')()) }}{% endmacro %}
+{% macro default__type_double() %}double precision{% endmacro %}
+{% macro bigquery__type_double() %}float64{% endmacro %}

@@ -8,7 +8,7 @@
         ("period_date", "period_date", 'date'),
         ("hour", "hour", dbt.type_bigint()),
         ("hour_key", "hour_key", dbt.type_bigint()),
-        ("value", "value", dbt.type_float()),
+        ("value", "value", concord.type_double()),
         ("is_partial", "is_partial", dbt.type_boolean()),
         ("payload_version", "payload_version", dbt.type_bigint()),
         ("request_time", "request_time", dbt.type_timestamp())

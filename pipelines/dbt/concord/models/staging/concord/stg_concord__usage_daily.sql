@@ -11,10 +11,10 @@
         ("no_consent", "no_consent", dbt.type_bigint()),
         ("total_categories", "total_categories", dbt.type_bigint()),
         ("compliance_requests", "compliance_requests", dbt.type_bigint()),
-        ("resolution_avg_days", "resolution_avg_days", dbt.type_float()),
-        ("resolution_median_days", "resolution_median_days", dbt.type_float()),
-        ("resolution_min_days", "resolution_min_days", dbt.type_float()),
-        ("resolution_max_days", "resolution_max_days", dbt.type_float()),
+        ("resolution_avg_days", "resolution_avg_days", concord.type_double()),
+        ("resolution_median_days", "resolution_median_days", concord.type_double()),
+        ("resolution_min_days", "resolution_min_days", concord.type_double()),
+        ("resolution_max_days", "resolution_max_days", concord.type_double()),
         ("is_complete_day", "is_complete_day", dbt.type_boolean()),
         ("fetched_at", "fetched_at", dbt.type_timestamp())
     ]) }}
