@@ -184,6 +184,7 @@ class Bench:
             "--org", self.sandbox.org_id, "--base-url", self.sandbox.base_url,
             "--resources", "consent_events", "--duckdb-path", str(folder / "concord.duckdb"),
             "--pipelines-dir", str(folder / "pipelines"), "--lag-seconds", "0", "--quiet",
+            "--no-dbt",  # the export alone, as the peers do; dbt runs in its own process when on
             *(["--concurrency", str(self.args.concurrency)] if self.args.concurrency else []),
         ]  # fmt: skip
 

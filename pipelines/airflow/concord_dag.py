@@ -1,7 +1,8 @@
 """Concord Privacy API -> warehouse, on a schedule (Airflow 3.x; 2.10+ works too).
 
 One task per resource (`export_<resource>`), each with its own dlt pipeline `concord_<resource>`
-(own incremental state and lock), then `create_models` (the versioned SQL views). Into DuckDB the
+(own incremental state and lock), then `dbt_source_freshness` and `dbt_build` (the bundled dbt project:
+models and their tests). Into DuckDB the
 exports run one after another (one writer per file); into PostgreSQL and other warehouses they run in
 parallel. Deploy: install this project into Airflow's environment and copy this file into the DAGs
 folder; configure with Variables `concord_*` / env `CONCORD_*` and the connections `concord_api` and
@@ -43,7 +44,7 @@ except ImportError:  # Airflow 2.10 / 2.11
 from airflow.exceptions import AirflowFailException
 
 from pipelines.airflow import concord_tasks as ct
-from pipelines.errors import ConfigError
+from pipelines.errors import ConfigError, PipelineError
 
 log = logging.getLogger("concord.dag")
 DAG_ID = "concord_export"
@@ -97,11 +98,20 @@ def export_task(resource: str, **_: Any) -> dict[str, Any]:
         raise AirflowFailException(str(err)) from None
 
 
-def models_task(**_: Any) -> dict[str, list[str]]:
+def _dbt_task(run: Any) -> dict[str, Any]:
     s, warehouse = _runtime()
-    result = ct.build_models(s, warehouse)
-    log.info("views created: %s; skipped (tables not loaded yet): %s", result["created"], result["skipped"])
-    return result
+    try:
+        return run(s, warehouse)
+    except PipelineError as err:  # a failing test or stale source does not get better by retrying
+        raise AirflowFailException(str(err)) from None
+
+
+def freshness_task(**_: Any) -> dict[str, Any]:
+    return _dbt_task(ct.source_freshness)
+
+
+def build_task(**_: Any) -> dict[str, Any]:
+    return _dbt_task(ct.build_models)
 
 
 def build_dag() -> DAG:
@@ -120,7 +130,7 @@ def build_dag() -> DAG:
         default_args["pool"] = s.pool
     dag = DAG(
         dag_id=DAG_ID,
-        description="Concord Privacy API export (dlt) and SQL views",
+        description="Concord Privacy API export (dlt), then dbt source freshness and dbt build",
         schedule=s.schedule,
         start_date=datetime(2026, 1, 1, tzinfo=UTC),
         catchup=False,  # each run reads from its own incremental cursors, not the data interval
@@ -144,8 +154,15 @@ def build_dag() -> DAG:
             for before, after in zip(exports, exports[1:], strict=False):
                 before >> after
         if s.models:
-            models = PythonOperator(task_id="create_models", python_callable=models_task)
-            exports >> models
+            # all_done: judge and build what did load even when one export failed (the run still fails)
+            if s.dbt_freshness != "off":
+                freshness = PythonOperator(task_id="dbt_source_freshness", python_callable=freshness_task,
+                                           trigger_rule="all_done")
+                build = PythonOperator(task_id="dbt_build", python_callable=build_task)
+                exports >> freshness >> build
+            else:
+                build = PythonOperator(task_id="dbt_build", python_callable=build_task, trigger_rule="all_done")
+                exports >> build
     return dag
 
 

@@ -42,7 +42,8 @@ DEFAULTS: dict[str, str] = {
     "lag_seconds": "",
     "lookback_seconds": "",
     "concurrency": "",
-    "models": "true",
+    "models": "true",  # the dbt tasks: source freshness, then build (models and tests)
+    "dbt_freshness": "error",  # error: stale sources fail dbt_source_freshness | warn: only logged | off
     "api_conn_id": "concord_api",
     "warehouse_conn_id": "concord_warehouse",
 }
@@ -71,6 +72,7 @@ class DagSettings:
     lookback_seconds: int | None
     concurrency: int | None
     models: bool
+    dbt_freshness: str
     api_conn_id: str
     warehouse_conn_id: str
     extra: dict[str, Any] = field(default_factory=dict)
@@ -122,6 +124,9 @@ def load_settings(variable: Getter | None = None) -> DagSettings:
     if parallelism not in ("auto", "serial", "parallel"):
         raise ConfigError(f"concord_parallelism must be auto, serial or parallel, got {parallelism!r}")
     schedule = get("schedule").strip()
+    freshness = get("dbt_freshness").strip().lower()
+    if freshness not in ("error", "warn", "off"):
+        raise ConfigError(f"concord_dbt_freshness must be error, warn or off, got {freshness!r}")
     resources = [r for r in get("resources").split(",") if r.strip()]
     return DagSettings(
         schedule=None if schedule.lower() in ("none", "null", "manual") else schedule,
@@ -142,6 +147,7 @@ def load_settings(variable: Getter | None = None) -> DagSettings:
         lookback_seconds=_int("lookback_seconds", get("lookback_seconds")),
         concurrency=_int("concurrency", get("concurrency")),
         models=get("models").strip().lower() in ("1", "true", "yes", "on"),
+        dbt_freshness=freshness,
         api_conn_id=get("api_conn_id").strip(),
         warehouse_conn_id=get("warehouse_conn_id").strip(),
     )
@@ -245,6 +251,7 @@ def export_resource(resource: str, s: DagSettings, api: ApiCredentials, warehous
         lookback_seconds=s.lookback_seconds,
         concurrency=s.concurrency,
         progress=True,
+        dbt=False,  # the DAG builds once, after every export (build_models), not after each one
     )
     Path(s.pipelines_dir).mkdir(parents=True, exist_ok=True)
     with destination_credentials(s.destination, warehouse):
@@ -259,10 +266,50 @@ def export_resource(resource: str, s: DagSettings, api: ApiCredentials, warehous
     }
 
 
-def build_models(s: DagSettings, warehouse: str | None) -> dict[str, list[str]]:
-    from pipelines.models import apply
+def _dbt_target(s: DagSettings, warehouse: str | None) -> Any:
+    from pipelines import dbt_runner
+
+    if s.destination == "duckdb":
+        return dbt_runner.DbtTarget.duckdb(str(s.duckdb_path), s.dataset)
+    if s.destination == "postgres":
+        with destination_credentials(s.destination, warehouse):
+            return dbt_runner.postgres_target(s.dataset, warehouse)
+    raise ConfigError(f"the DAG's dbt tasks build into duckdb or postgres, not {s.destination!r}: set concord_models "
+                      "to false and run the dbt package from your own dbt project (README, SQL and dbt)")
+
+
+def _excludes(s: DagSettings, warehouse: str | None) -> list[str]:
+    """Leave out the models of tables not loaded yet (a first run where an export failed, a resource subset)."""
+    from pipelines import dbt_runner
 
     with destination_credentials(s.destination, warehouse):
-        return apply(destination=s.destination, duckdb_path=s.duckdb_path, dataset=s.dataset,
-                     credentials=warehouse if s.destination == "postgres" else None,
-                     pipelines_dir=s.pipelines_dir)
+        existing = dbt_runner.tables_in(s.destination, s.dataset, s.duckdb_path, s.pipelines_dir)
+    if existing is None:
+        return []
+    return dbt_runner.missing_table_excludes(existing, concord_settings.ALL_TABLE_SPECS)
+
+
+def build_models(s: DagSettings, warehouse: str | None) -> dict[str, Any]:
+    """`dbt build` (models, then their tests) after the exports; raises DbtTestsFailed when a test fails or a
+    model errors, so the task fails visibly (the loaded data stays)."""
+    from pipelines import dbt_runner
+
+    result = dbt_runner.run_dbt(_dbt_target(s, warehouse), "build", exclude=_excludes(s, warehouse),
+                                variables={"cdr_enabled": False})
+    log.info("%s", result.summary_line())
+    dbt_runner.check(result, fail_on_test=True)
+    return {"passed": result.passed, "failed": result.failed, "errored": result.errored, "skipped": result.skipped}
+
+
+def source_freshness(s: DagSettings, warehouse: str | None) -> dict[str, Any]:
+    """`dbt source freshness` on the loaded tables; with dbt_freshness=error a source past its error_after
+    threshold fails the task (and so skips the build), with warn it is only logged."""
+    from pipelines import dbt_runner
+
+    result = dbt_runner.run_dbt(_dbt_target(s, warehouse), "source freshness", exclude=_excludes(s, warehouse),
+                                variables={"cdr_enabled": False})
+    log.info("%s", result.summary_line())
+    if s.dbt_freshness == "error" and not result.ok:
+        raise dbt_runner.DbtTestsFailed(f"{result.summary_line()}: the loads are older than the freshness "
+                                        "thresholds in sources.yml; check the exports (or set concord_dbt_freshness=warn)")
+    return {"passed": result.passed, "warned": result.warned, "stale": result.failures}

@@ -102,6 +102,11 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--concurrency", type=int, help=f"concurrent page requests (default {settings.DEFAULT_CONCURRENCY})")
     parser.add_argument("--pii", choices=["keep", "hash", "drop"], help="direct identifiers: keep (default), hash (HMAC-SHA256, needs pii_salt) or drop")
     parser.add_argument("--quiet", action="store_true", help="no progress (a live display on a terminal, plain lines every 10 s otherwise)")
+    parser.add_argument("--no-dbt", dest="dbt", action="store_false", default=None,
+                        help="do not build the dbt models after the load (or SOURCES__CONCORD__DBT=false)")
+    parser.add_argument("--fail-on-dbt-test", action="store_true", default=None,
+                        help="exit 5 when a dbt test fails after the load (the data stays loaded; "
+                        "or SOURCES__CONCORD__FAIL_ON_DBT_TEST=true)")
 
 
 def options_from_args(args: argparse.Namespace) -> RunOptions:
@@ -123,6 +128,8 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
         lag_seconds=args.lag_seconds,
         concurrency=args.concurrency,
         progress=not args.quiet,
+        dbt=args.dbt,
+        fail_on_dbt_test=args.fail_on_dbt_test,
     )
 
 
@@ -130,6 +137,10 @@ def run_command(args: argparse.Namespace) -> int:
     print("exporting the Concord API ...", file=sys.stderr, flush=True)
     result = run_export(with_interval(options_from_args(args), args))
     print(result.summary())
+    if result.fail_on_dbt_test:
+        from pipelines.dbt_runner import check
+
+        check(result.dbt, fail_on_test=True)  # after the summary: the load's numbers are still shown
     return 0
 
 

@@ -15,7 +15,7 @@ from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import dlt
 from dlt.common.configuration.providers import DictionaryProvider
@@ -57,6 +57,9 @@ from pipelines.memory import limit_malloc_arenas, release_free_memory, use_syste
 from pipelines.progress import make_progress
 from pipelines.report import format_table
 
+if TYPE_CHECKING:
+    from pipelines.dbt_runner import DbtResult
+
 log = logging.getLogger(__name__)
 
 PARQUET_DESTINATIONS = {"duckdb", "motherduck", "filesystem", "bigquery", "snowflake", "athena", "databricks"}
@@ -90,6 +93,8 @@ class RunOptions:
     # [interval_start, interval_end) and merge it, leaving their incremental cursors alone.
     interval_start: str | datetime | None = None
     interval_end: str | datetime | None = None
+    dbt: bool | None = None  # None: [sources.concord] dbt, else true (build the dbt models after the load)
+    fail_on_dbt_test: bool | None = None  # None: [sources.concord] fail_on_dbt_test, else false
 
 
 @dataclass
@@ -110,7 +115,8 @@ class RunResult:
     dataset: str
     duckdb_path: str | None = None
     load_ids: list[str] = field(default_factory=list)
-    views: list[str] = field(default_factory=list)
+    dbt: DbtResult | None = None  # the post-load dbt build, None when it did not run
+    fail_on_dbt_test: bool = False  # the caller exits non-zero when dbt did not pass (dbt_runner.check)
 
     def summary(self) -> str:
         table_rows = [(t.table, t.loaded, t.new, t.updated, t.total) for t in self.tables]
@@ -131,7 +137,7 @@ class RunResult:
                 "",
                 f"finished in {self.seconds:.1f} s into {self.destination} dataset '{self.dataset}'"
                 + (f" ({self.duckdb_path})" if self.duckdb_path else ""),
-                *([f"views: {', '.join(self.views)}"] if self.views else []),
+                *([self.dbt.summary_line()] if self.dbt is not None else []),
             ]
         )
 
@@ -432,7 +438,7 @@ def run_export(options: RunOptions, out: IO[str] | None = None) -> RunResult:
         except Exception as err:
             raise translate_failure(err) from err
         after = count_rows(pipeline, tables)
-        views = create_views(pipeline, options.destination)
+        dbt_result = build_models(pipeline, options, duckdb_path, connection_scope, out)
     return RunResult(
         tables=[_table_summary(t, loaded.get(t, 0), before.get(t), after.get(t)) for t in tables],
         resources=stats,
@@ -441,7 +447,8 @@ def run_export(options: RunOptions, out: IO[str] | None = None) -> RunResult:
         dataset=options.dataset,
         duckdb_path=duckdb_path,
         load_ids=load_ids,
-        views=views,
+        dbt=dbt_result,
+        fail_on_dbt_test=_flag(_setting(options.fail_on_dbt_test, "fail_on_dbt_test", False)),
     )
 
 
@@ -455,17 +462,32 @@ def resolve_names(options: RunOptions) -> RunOptions:
     )
 
 
-def create_views(pipeline: dlt.Pipeline, destination: str | None) -> list[str]:
-    """The SQL models (versioned views) after every load; a failure here never fails the export."""
-    if destination == "filesystem":
-        return []  # files, not a database: the views are created where the files are queried
-    from pipelines.models import create_models
+def build_models(pipeline: dlt.Pipeline, options: RunOptions, duckdb_path: str | None, connection_scope: ExitStack,
+                 out: IO[str]) -> DbtResult | None:
+    """dbt build of the bundled project after a successful load (pipelines.dbt_runner); a failing test or
+    model is reported in the summary and never undoes the load. Off with --no-dbt or dbt = false."""
+    if not _flag(_setting(options.dbt, "dbt", True)):
+        return None
+    from pipelines import dbt_runner
 
+    if options.destination not in dbt_runner.BUILT_DESTINATIONS:
+        print(f"dbt build skipped: the connector builds into {' and '.join(dbt_runner.BUILT_DESTINATIONS)}; "
+              f"for {options.destination} run the dbt package from your own dbt project (README)", file=out)
+        return None
+    if options.progress:
+        print("building the dbt models (--no-dbt skips this) ...", file=out, flush=True)
+    existing = dbt_runner.existing_tables(pipeline)
+    connection_scope.close()  # dbt opens the DuckDB file from its own process: release our handle first
     try:
-        return create_models(pipeline)["created"]
-    except Exception as err:  # the data is loaded; say why the views are missing and go on
-        log.warning("views not created: %s", _first_line(err))
-        return []
+        return dbt_runner.build_after_load(pipeline, options.destination, str(options.dataset), duckdb_path, existing)
+    except Exception as err:  # the data is loaded; say why the models are missing and go on
+        log.warning("dbt build not run: %s", _first_line(err))
+        return None
+
+
+def _flag(value: Any) -> bool:
+    """A boolean setting from a flag, TOML (a bool) or an env var (a string)."""
+    return value if isinstance(value, bool) else str(value).strip().lower() in ("1", "true", "yes", "on")
 
 
 def load_pending(pipeline: dlt.Pipeline) -> list[str]:

@@ -206,14 +206,15 @@ def test_date_column_types_are_declared(make_export):
     assert isinstance(export.rows("usage_daily")[0]["date"], date)
 
 
-def test_run_creates_the_views_and_takes_names_from_dlt_config(make_export, monkeypatch):
+def test_run_builds_the_dbt_models_and_takes_names_from_dlt_config(make_export, monkeypatch):
     export = make_export(events=400)
     monkeypatch.setenv("SOURCES__CONCORD__DATASET", "privacy")
+    monkeypatch.setenv("SOURCES__CONCORD__DBT", "true")  # tests/conftest.py turns it off for the other tests
     result = export.run()
     assert result.dataset == "privacy"
-    assert {"v1_daily_consent_rate", "v1_tracker_category_trends"} <= set(result.views)
-    assert "views: v1_" in result.summary()
-    rates = export.rows("v1_daily_consent_rate", dataset="privacy")
+    assert result.dbt is not None and result.dbt.ok and result.dbt.passed > 50, result.summary()
+    assert "dbt build: " in result.summary()
+    rates = export.rows("concord_daily_consent_rate", dataset="privacy")
     assert rates and all(0 <= r["consent_rate"] <= 1 for r in rates if r["consent_rate"] is not None)
 
 

@@ -89,3 +89,11 @@ def test_destination_credentials_are_set_for_the_task_only() -> None:
     with ct.destination_credentials("postgres", "postgresql://u:p@h/db"):
         assert os.environ["DESTINATION__POSTGRES__CREDENTIALS"] == "postgresql://u:p@h/db"
     assert "DESTINATION__POSTGRES__CREDENTIALS" not in os.environ
+
+
+def test_dbt_freshness_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert ct.load_settings(variables()).dbt_freshness == "error"
+    assert ct.load_settings(variables(concord_dbt_freshness="WARN")).dbt_freshness == "warn"
+    monkeypatch.setenv("CONCORD_DBT_FRESHNESS", "sometimes")
+    with pytest.raises(ConfigError, match="concord_dbt_freshness must be error, warn or off"):
+        ct.load_settings(variables())

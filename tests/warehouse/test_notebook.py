@@ -44,4 +44,4 @@ def test_notebook_runs_headless_and_draws_charts(duckdb_export: Path, tmp_path: 
               if o.output_type in ("display_data", "execute_result") and "image/png" in o.get("data", {})]
     assert len(images) >= 3, f"expected at least 3 charts, got {len(images)}"
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
-    assert "'skipped': []" in text  # every view was created
+    assert ", 0 failed, 0 errors" in text  # the export had no marts (dbt off): the notebook built them

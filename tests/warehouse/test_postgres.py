@@ -1,6 +1,7 @@
 """PostgreSQL as a warehouse, for real: a throwaway server (conftest.postgres_server), the same sandbox
-exported into DuckDB and into PostgreSQL, compared table for table and row for row, and the SQL views
-checked on PostgreSQL against the Python-computed truth."""
+exported into DuckDB and into PostgreSQL, compared table for table and row for row, and the dbt marts
+built on PostgreSQL (by dbt directly and by `concord-pipeline run --destination postgres`) checked against the
+Python-computed truth."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ import psycopg2
 import pytest
 
 from pipelines.concord import settings
-from pipelines.models import MODEL_NAMES, apply, use_dataset
-from tests.warehouse.truth import assert_view_matches
+from pipelines.dbt_runner import postgres_target, run_dbt
+from tests.warehouse.test_models import BUILD_LINE, cli
+from tests.warehouse.truth import MARTS, assert_view_matches
 
 pytestmark = pytest.mark.postgres
 
@@ -95,7 +97,7 @@ def test_postgres_matches_duckdb_table_for_table_row_for_row(duckdb_export: Path
         assert expected in duck
     compared = 0
     with duckdb.connect(str(duckdb_export), read_only=True) as dconn:
-        use_dataset(dconn, DATASET)
+        dconn.execute(f'USE "{duckdb_export.stem}"."{DATASET}"')
 
         def from_duck(table: str, columns: list[str]) -> list[tuple]:
             return dconn.execute(f'SELECT {", ".join(map(_q, columns))} FROM {_q(table)}').fetchall()
@@ -127,22 +129,65 @@ def test_row_counts_match_the_sandbox(pg_conn: Any, sandbox) -> None:
             assert cur.fetchone()[0] == want, table
 
 
-@pytest.mark.parametrize("view", MODEL_NAMES)
-def test_views_match_truth_on_postgres(view: str, postgres_export, sandbox) -> None:
-    result = apply(destination="postgres", credentials=postgres_export.url)
-    assert result["created"] == list(MODEL_NAMES)
-    with psycopg2.connect(postgres_export.url) as conn, conn.cursor() as cur:
-        cur.execute(f"SELECT * FROM {_q(DATASET)}.{_q(view)}")
+DBT_SCHEMA = "concord_dbt"  # the marts next to, not inside, the compared dataset: the dataset is a dbt var
+
+
+@pytest.fixture(scope="module")
+def pg_marts(postgres_export):
+    result = run_dbt(postgres_target(DBT_SCHEMA, postgres_export.url), "build",
+                     variables={"cdr_enabled": False, "concord_schema": DATASET})
+    assert result.ok and result.passed >= 100, result.summary_line()
+    return postgres_export
+
+
+@pytest.mark.parametrize("mart", MARTS)
+def test_marts_match_truth_on_postgres(mart: str, pg_marts, sandbox) -> None:
+    with psycopg2.connect(pg_marts.url) as conn, conn.cursor() as cur:
+        cur.execute(f"SELECT * FROM {_q(DBT_SCHEMA)}.{_q(mart)}")
         columns = [d[0] for d in cur.description]
         rows = cur.fetchall()
     assert rows
-    assert_view_matches(view, columns, rows, sandbox.state)
+    assert_view_matches(mart, columns, rows, sandbox.state)
 
 
-def test_views_through_dlt_config_credentials(postgres_export, monkeypatch: pytest.MonkeyPatch) -> None:
-    """`apply("postgres")` with no URL reads DESTINATION__POSTGRES__CREDENTIALS, like run_export does."""
-    monkeypatch.setenv("DESTINATION__POSTGRES__CREDENTIALS", postgres_export.url)
-    assert apply(destination="postgres")["created"] == list(MODEL_NAMES)
+def test_cli_run_into_postgres_builds_and_tests_the_models(postgres_server, sandbox, tmp_path: Path) -> None:
+    """The CLI builds after its load into PostgreSQL (credentials from dlt's env var, never printed); a broken
+    row then fails the named test, with exit 5 under --fail-on-dbt-test, and the load stays."""
+    dataset = "concord_cli"
+    env = {"DESTINATION__POSTGRES__CREDENTIALS": postgres_server.url, "SOURCES__CONCORD__API_KEY": sandbox.api_key}
+    args = ("run", "--destination", "postgres", "--dataset", dataset, "--org", sandbox.org_id, "--base-url",
+            sandbox.base_url, "--pipelines-dir", str(tmp_path / "pipelines"), "--lag-seconds", "0", "--quiet")
+    run = cli(*args, env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    match = BUILD_LINE.search(run.stdout)
+    assert match and match.group(2, 3) == ("0", "0") and int(match.group(1)) >= 100, run.stdout[-2000:]
+    assert postgres_server.password not in run.stdout + run.stderr and sandbox.api_key not in run.stdout + run.stderr
+    with psycopg2.connect(postgres_server.url) as conn, conn.cursor() as cur:
+        cur.execute(f"SELECT * FROM {_q(dataset)}.v1_compliance_resolution_time")
+        assert_view_matches("v1_compliance_resolution_time", [d[0] for d in cur.description], cur.fetchall(),
+                            sandbox.state)
+        cur.execute(f"INSERT INTO {_q(dataset)}.consent_events SELECT * FROM {_q(dataset)}.consent_events "
+                    "ORDER BY date_updated, id LIMIT 1")  # the oldest: outside the next run's look-back
+        cur.execute(f"SELECT count(*) FROM {_q(dataset)}.consent_events")
+        before = cur.fetchone()[0]
+    failing = cli(*args, "--fail-on-dbt-test", env=env)
+    assert failing.returncode == 5, failing.stderr[-3000:]
+    error = failing.stderr.strip().splitlines()[-1]
+    assert error.startswith("error: dbt build:") and "unique_stg_concord__consent_events_id" in error, error
+    with psycopg2.connect(postgres_server.url) as conn, conn.cursor() as cur:
+        cur.execute(f"SELECT count(*) FROM {_q(dataset)}.consent_events")
+        assert cur.fetchone()[0] == before, "a failing dbt test must not undo the load"
+        # the sandbox's clock is fixed in the past: bring the freshness fields to now, then freshness passes
+        for table, column in (("consent_events", "date_updated"), ("compliance_requests", "date_updated"),
+                              ("compliance_request_events", "date_updated"), ("tracker_scans", "scan_date"),
+                              ("usage_daily", "fetched_at")):
+            cur.execute(f"UPDATE {_q(dataset)}.{table} SET {column} = now()")
+        for table in [t for t in settings.ALL_TABLE_SPECS if t.startswith("usage_") and t != "usage_daily"]:
+            cur.execute(f"UPDATE {_q(dataset)}.{table} SET date = current_date WHERE date = (SELECT max(date) FROM {_q(dataset)}.{table})")
+        conn.commit()
+        fresh = run_dbt(postgres_target(dataset, postgres_server.url), "source freshness",
+                        variables={"cdr_enabled": False})
+        assert fresh.ok and fresh.passed >= 8, fresh.summary_line()
 
 
 def _q(name: str) -> str:

@@ -1,4 +1,4 @@
-"""Expected contents of the SQL views, computed in plain Python from the sandbox's truth (`sb.state`).
+"""Expected contents of the dbt marts (and their v1_* view names), computed in plain Python from the sandbox's truth (`sb.state`).
 
 Nothing here runs SQL or uses the connector's own parsers, so a wrong view cannot agree with itself.
 """
@@ -118,12 +118,35 @@ def tracker_category_trends(state: Any) -> dict[tuple, dict[str, Any]]:
     return out
 
 
+def consent_state(state: Any) -> dict[tuple, dict[str, Any]]:
+    """(concord_id, category) -> the state of the visitor's newest event there (by consentDate, then
+    dateUpdated, version, id) and how many events they have in that category."""
+    newest: dict[tuple, tuple] = {}
+    events: dict[tuple, int] = defaultdict(int)
+    for e in state.truth("consent-events"):
+        moment = when(e.get("consentDate"))
+        if not e.get("concordId") or moment is None:
+            continue
+        key = (e["concordId"], e.get("category") or "unknown")
+        events[key] += 1
+        rank = (moment, when(e.get("dateUpdated")) or datetime.min.replace(tzinfo=UTC), e.get("version") or 0, e["id"])
+        if key not in newest or rank > newest[key][0]:
+            newest[key] = (rank, e)
+    return {key: {"consent_state": e["consentState"], "consent_event_id": e["id"], "events": events[key]}
+            for key, (_, e) in newest.items()}
+
+
 EXPECTED = {
-    "v1_daily_consent_rate": (daily_consent_rate, ("day", "project_id", "geography")),
-    "v1_daily_decline_trend": (daily_decline_trend, ("day", "project_id")),
-    "v1_compliance_resolution_time": (compliance_resolution_time, ("request_type",)),
-    "v1_tracker_category_trends": (tracker_category_trends, ("scan_day",)),
+    "concord_daily_consent_rate": (daily_consent_rate, ("day", "project_id", "geography")),
+    "concord_daily_decline_trend": (daily_decline_trend, ("day", "project_id")),
+    "concord_compliance_resolution_time": (compliance_resolution_time, ("request_type",)),
+    "concord_tracker_category_trends": (tracker_category_trends, ("scan_day",)),
+    "concord_consent_state": (consent_state, ("concord_id", "category")),
 }
+# The v1_* names kept for one release are views over the marts: the same answers.
+V1_VIEWS = {f"v1_{name.removeprefix('concord_')}": name for name in list(EXPECTED)[:4]}
+EXPECTED.update({v1: EXPECTED[mart] for v1, mart in V1_VIEWS.items()})
+MARTS = tuple(EXPECTED)
 
 
 def assert_view_matches(view: str, columns: list[str], rows: list[tuple], state: Any) -> None:
