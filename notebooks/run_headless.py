@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -33,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
         client.execute()
     except CellExecutionError as err:
         # the cell's own error is the useful part (e.g. the DuckDB file not found): one line
-        last = [line for line in str(err).splitlines() if line.strip()][-1]
+        plain = re.sub(r"\x1b\[[0-9;]*m", "", str(err))  # the kernel colours its tracebacks
+        last = [line for line in plain.splitlines() if line.strip()][-1]
         print(f"error: the notebook failed: {last}", file=sys.stderr)
         return 2
     finally:
