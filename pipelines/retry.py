@@ -71,12 +71,17 @@ class AdaptivePace:
     interval between request starts) from the rate that was succeeding, and each later 429 (at
     most one per `cut_every` seconds, as a burst of 429s is one signal) slows it by `cut`; every
     success speeds it up a little. A rate-limited API is then used close to its limit with few
-    429s, instead of spending every request's retries in a burst.
+    429s, instead of spending every request's retries in a burst. When 429s come whatever the pace
+    (a server shedding load at random), the pace settles where a success's 1% speed-up balances them.
     """
 
-    def __init__(self, concurrency: int, cut: float = 1.25, gain: float = 0.997, cut_every: float = 0.3) -> None:
+    def __init__(self, concurrency: int, cut: float = 1.25, gain: float = 0.99, cut_every: float = 0.3,
+                 slowest: float = 2.0) -> None:  # fmt: skip
         self.concurrency = max(1, concurrency)
         self.cut, self.gain, self.cut_every = cut, gain, cut_every
+        # Never slower than one request per `slowest` seconds: 429s that are not about our pace (a
+        # server shedding load at random) must not slow a run down to nothing.
+        self.slowest = slowest
         self._cond = threading.Condition()
         self._inflight = 0
         self.interval = 0.0  # seconds between request starts; 0 until the server pushes back
@@ -114,7 +119,7 @@ class AdaptivePace:
             if self.interval == 0.0:
                 self.interval = 1.0 / max(1.0, self._recent_rate(now))
             elif now - self._last_cut >= self.cut_every:
-                self.interval *= self.cut
+                self.interval = min(self.slowest, self.interval * self.cut)
             else:
                 return
             self._last_cut = now

@@ -45,3 +45,21 @@ def test_a_later_retry_after_wins_but_is_bounded() -> None:
     assert policy.delay(0, "7", now=NOW) == 7.0
     assert policy.delay(0, email.utils.formatdate(NOW + 12, usegmt=True), now=NOW) == pytest.approx(12.0)
     assert policy.delay(0, "3600", now=NOW) == 20.0
+
+
+def test_the_pace_follows_429s_but_never_stops_the_run() -> None:
+    from pipelines.retry import AdaptivePace
+
+    pace = AdaptivePace(4, cut_every=0.0)
+    for _ in range(20):
+        pace.succeeded()
+    pace.throttled()
+    assert 0 < pace.interval <= 1.0  # the first 429 paces requests at the rate that was succeeding
+    first = pace.interval
+    for _ in range(100):
+        pace.throttled()
+    assert first < pace.interval <= 2.0  # slower with every 429, but never below one request per 2 s
+    slowest = pace.interval
+    for _ in range(50):
+        pace.succeeded()
+    assert pace.interval < slowest * 0.7  # successes speed it up again

@@ -176,10 +176,11 @@ class ConcordClient:
         # request, holding the slot through decoding cost ~25% of the throughput).
         self.pace = AdaptivePace(options.concurrency)
         self._clock_offset: float | None = None  # server time minus host time, from the last `Date` header
-        self._pool = ThreadPoolExecutor(max_workers=2 * max(1, options.concurrency), thread_name_prefix="concord-http")
+        self._pool: ThreadPoolExecutor | None = None  # started on first use, ended by `idle()` / `close()`
+        self._pool_lock = threading.Lock()
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.idle()
         self._http.close()
 
     def __enter__(self) -> ConcordClient:
@@ -253,7 +254,17 @@ class ConcordClient:
         return total
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
-        return self._pool.submit(fn, *args)
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=2 * max(1, self.options.concurrency), thread_name_prefix="concord-http")
+            return self._pool.submit(fn, *args)
+
+    def idle(self) -> None:
+        """End the worker threads (a later request starts them again): no thread outlives a run."""
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
 
     # -- the server's clock ------------------------------------------------------------------
 
@@ -365,7 +376,7 @@ class ConcordClient:
 
     def get_json_each(self, path: str, queries: list[dict[str, Any]], stats: ResourceStats) -> Iterator[Any]:
         """One GET per query, `concurrency` at a time, answers in the order of `queries`."""
-        futures = [self._pool.submit(self.get_json, path, query, stats) for query in queries]
+        futures = [self.submit(self.get_json, path, query, stats) for query in queries]
         try:
             for future in futures:
                 yield future.result()

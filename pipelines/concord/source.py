@@ -78,6 +78,7 @@ class SourceContext:
         # neither read nor move their cursors; the other resources run incrementally as usual.
         self.interval = interval
         self._projects: list[dict[str, Any]] | None = None
+        self.active = 0  # resources of this source being read now
 
     @property
     def run_started(self) -> datetime:
@@ -169,10 +170,14 @@ def _resource(ctx: SourceContext, spec: TableSpec | None, name: str, fn: Callabl
     def timed() -> Iterator[Any]:
         started = time.perf_counter()
         stats = ctx.stats_for(name)
+        ctx.active += 1
         try:
             yield from fn()
         finally:
             stats.add(seconds=time.perf_counter() - started)
+            ctx.active -= 1
+            if not ctx.active:  # dlt may interleave resources: the last one out ends the HTTP workers
+                ctx.client.idle()
             if stats.items >= settings.RELEASE_MEMORY_AFTER_ROWS:
                 release_free_memory()  # the load that follows allocates outside malloc's free lists
 

@@ -97,3 +97,23 @@ def test_windows_end_at_the_servers_clock_not_the_hosts(make_export, caplog) -> 
     export.state.advance_clock(120)
     export.run(run_started=None, lag_seconds=60, resources=["consent_events"])
     assert_table_matches(export, "consent_events")  # a host clock ahead would have moved the cursor past these
+
+
+def test_a_plain_dlt_pipeline_run_leaves_no_http_worker_threads(make_export, tmp_path) -> None:
+    import threading
+    import time
+
+    from pipelines.concord.source import concord_source
+
+    export = make_export(events=300, profiles="no-total")
+    pipeline = dlt.pipeline("plain_threads", destination=dlt.destinations.duckdb(str(tmp_path / "plain.duckdb")),
+                            dataset_name="concord", pipelines_dir=str(tmp_path / "plain"))  # fmt: skip
+    pipeline.run(concord_source(organization_id=export.sandbox.org_id, api_key=export.sandbox.api_key,
+                                base_url=export.sandbox.base_url, lag_seconds=0))  # fmt: skip
+    deadline = time.monotonic() + 5
+    while [t for t in threading.enumerate() if t.name.startswith("concord-http")] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("concord-http")]
+    with pipeline.sql_client() as sql:
+        rows = sql.execute_sql(f"SELECT count(*) FROM {sql.make_qualified_table_name('consent_events')}")[0][0]
+    assert rows == len(export.state.truth("consent-events"))
