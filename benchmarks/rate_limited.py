@@ -44,7 +44,7 @@ def main() -> int:
             env["SOURCES__CONCORD__MAX_OFFSET"] = str(args.max_offset)
         command = [sys.executable, "-m", "pipelines.cli", "run", "--org", sb.org_id, "--base-url", sb.base_url,
                    "--resources", "consent_events", "--duckdb-path", f"{tmp}/bench.duckdb",
-                   "--pipelines-dir", f"{tmp}/pipelines", "--lag-seconds", "0"]  # fmt: skip
+                   "--pipelines-dir", f"{tmp}/pipelines", "--lag-seconds", "0", "--no-dbt", "--quiet"]  # fmt: skip
         time.sleep(1.5)  # the bucket refills after start-up, as for a client that starts cold
         started = time.perf_counter()
         done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)

@@ -76,7 +76,7 @@ class AdaptivePace:
     """
 
     def __init__(self, concurrency: int, cut: float = 1.25, gain: float = 0.99, cut_every: float = 0.3,
-                 slowest: float = 2.0) -> None:  # fmt: skip
+                 slowest: float = 1.0) -> None:  # fmt: skip
         self.concurrency = max(1, concurrency)
         self.cut, self.gain, self.cut_every = cut, gain, cut_every
         # Never slower than one request per `slowest` seconds: 429s that are not about our pace (a

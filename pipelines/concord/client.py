@@ -57,7 +57,7 @@ class ClientOptions:
     max_window_rows: int = settings.MAX_WINDOW_ROWS
     max_offset: int = settings.MAX_OFFSET  # offsets stay below this (0: no limit); lowered when a server refuses one
     window_attempts: int = 2  # reads of a window that does not add up before it is split
-    max_throttled: int = 30  # 429s one request may meet before the run gives up
+    max_throttled: int = 18  # 429s one request may meet before the run gives up (about 1.5 min of them)
 
     @property
     def retry_policy(self) -> RetryPolicy:

@@ -33,9 +33,11 @@ def _day(ms: int) -> str:
 
 
 def _days(start: int, end: int, counts: Counter[str]) -> list[dict]:
+    if end <= start:
+        return []  # an empty range (also at year 1, where the day before does not exist)
     if end - start <= 400 * d.DAY_MS:
         first = datetime.fromtimestamp(start / 1000, UTC).date()
-        last = datetime.fromtimestamp((end - 1) / 1000, UTC).date() if end > start else first - timedelta(days=1)
+        last = datetime.fromtimestamp((end - 1) / 1000, UTC).date()
         days = [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
     else:
         days = sorted(counts)
