@@ -359,8 +359,8 @@ def projects_resource(ctx: SourceContext) -> DltResource:
     return _resource(ctx, spec, spec.name, read)
 
 
-def consent_types_resource(ctx: SourceContext) -> DltResource:
-    spec = settings.CONSENT_TYPES
+def project_list_resource(ctx: SourceContext, spec: TableSpec) -> DltResource:
+    """A list per project read whole (consent types, regions): the rows that changed, project by project."""
 
     def read_project(project: str, changed: ChangedRows) -> Iterator[pa.Table]:
         path = ctx.client.path(spec.endpoint, project)
@@ -486,13 +486,13 @@ def build_resources(ctx: SourceContext) -> list[DltResource]:
     return [
         projects_resource(ctx),
         windowed_resource(ctx, settings.CONSENT_EVENTS),
-        consent_types_resource(ctx),
+        project_list_resource(ctx, settings.CONSENT_TYPES),
         windowed_resource(ctx, settings.COMPLIANCE_REQUESTS),
         windowed_resource(ctx, settings.COMPLIANCE_REQUEST_EVENTS, REQUEST_EVENT_KEY),
         tracker_scans_resource(ctx),
         usage_metrics_resource(ctx),
         data_systems_resource(ctx),
-        regions_resource(ctx),
+        project_list_resource(ctx, settings.REGIONS),
     ]
 
 
@@ -622,18 +622,6 @@ def _uses_configured_project(ctx: SourceContext, project_ids: Any) -> bool:
     if not ctx.configured_projects:
         return True
     return bool(set(project_ids or ()) & set(ctx.configured_projects))
-
-
-def regions_resource(ctx: SourceContext) -> DltResource:
-    spec = settings.REGIONS
-
-    def read_project(project: str, changed: ChangedRows) -> Iterator[pa.Table]:
-        path = ctx.client.path(spec.endpoint, project)
-        for page in ctx.client.iter_pages(path, {"sort": "dateUpdated", "order": "asc"}, ctx.stats_for(spec.name)):
-            if rows := changed(page, _by_id):
-                yield ctx.table(spec, rows)
-
-    return _per_project_resource(ctx, spec, spec.name, read_project)
 
 
 def parse_interval(
