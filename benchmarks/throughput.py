@@ -56,7 +56,8 @@ from pipelines.sandbox import SandboxConfig, SandboxProcess  # noqa: E402
 
 PEERS = Path(__file__).resolve().parent / "peers.py"
 SUMMARY_TABLE = re.compile(r"^consent_events\s+([\d,]+)\s+([\d,]+|-|None)?")
-SUMMARY_RESOURCE = re.compile(r"^consent_events\s+([\d,]+)\s+([\d,]+)\s+([\d,]+)\s+([\d,]+)\s+([\d,]+)\s+([\d.]+)\s*$")
+# resource, items, pages, requests, retries, throttled, re-reads, seconds
+SUMMARY_RESOURCE = re.compile(r"^consent_events\s+([\d,]+)\s+([\d,]+)\s+([\d,]+)\s+([\d,]+)\s+([\d,]+)\s+([\d,]+)\s+([\d.]+)\s*$")
 
 
 @dataclass
@@ -126,7 +127,7 @@ def parse_ours(result: Measured) -> Measured:
     for line in result.output.splitlines():
         if m := SUMMARY_RESOURCE.match(line):
             items, pages, requests = (int(g.replace(",", "")) for g in m.groups()[:3])
-            result.pages, result.requests, result.extract_seconds = pages, requests, float(m.group(6))
+            result.pages, result.requests, result.extract_seconds = pages, requests, float(m.group(7))
             result.events = items
     if not result.ok or result.extract_seconds is None:
         result.ok = False
