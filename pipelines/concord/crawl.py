@@ -130,6 +130,7 @@ class Crawl:
         self.lock = threading.RLock()  # re-entrant: a future that is already done calls back at once
         self.closed = False
         self.deepest_ok = 0  # the furthest offset + limit the server has answered: its paging limit is at least this
+        self.failure: Exception | None = None  # raised while topping up from a completion callback
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -147,10 +148,14 @@ class Crawl:
             while True:
                 with self.lock:
                     self._fill()
+                    if self.failure is not None:
+                        raise self.failure
                     if not self.inflight and self.finished.empty():
                         return
                 future = self.finished.get()
                 with self.lock:
+                    if self.failure is not None:
+                        raise self.failure
                     read, offset = self.inflight.pop(future)
                     try:
                         items = self._handle(read, offset, future.result())
@@ -187,7 +192,10 @@ class Crawl:
         with self.lock:
             self.finished.put(future)
             if self.finished.qsize() < self.options.concurrency:
-                self._fill()
+                try:
+                    self._fill()
+                except Exception as err:  # raised on a worker's callback: the consumer re-raises it
+                    self.failure = err
 
     def _params(self, read: _Read) -> dict[str, Any]:
         params = {**self.params, **(read.window.params() if read.window else {})}
