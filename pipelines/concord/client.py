@@ -280,7 +280,9 @@ class ConcordClient:
             return
         if server.tzinfo is None:
             server = server.replace(tzinfo=UTC)
-        self._clock_offset = server.timestamp() - time.time()
+        # `Date` has whole seconds: the server's time is in [Date, Date + 1 s). The end of that second,
+        # so rows written "now" are in this run with lag 0; later rows of that second are the lookback's.
+        self._clock_offset = server.timestamp() + 1.0 - time.time()
 
     def server_now(self) -> datetime:
         """The server's time (from its `Date` header), asking it once if no answer has shown it yet.
