@@ -345,18 +345,22 @@ class SandboxState:
         if n <= 0:
             return []
         with self.lock:
-            rng, now = self._rng(seed), self.clock.now_ms()
-            rows: list[d.EventRow] = []
-            while len(rows) < n:
-                project = rng.choice(self.projects)
-                sess = d.new_session(rng, project, rng.choice(self.users))
-                types = d.banner_types(self.consent_types[project["id"]])
-                start = now - rng.randint(20 * d.MINUTE_MS, 50 * d.MINUTE_MS) if kind == "late" else now - 2000
-                rows.extend(d.session_events(rng, self.org_id, sess, types, start, now + 1,
-                                             kind="import" if kind == "import" else "banner", update_rate=0))
-            del rows[n:]
+            rows = self._new_events(self._rng(seed), self.clock.now_ms(), n, kind)
             self._insert_rows(rows)
             return [row.id for row in rows]
+
+    def _new_events(self, rng: random.Random, now: int, n: int, kind: str) -> list[d.EventRow]:
+        """`n` new events of whole sessions (the last one cut), written up to `now`."""
+        rows: list[d.EventRow] = []
+        while len(rows) < n:
+            project = rng.choice(self.projects)
+            sess = d.new_session(rng, project, rng.choice(self.users))
+            types = d.banner_types(self.consent_types[project["id"]])
+            start = now - rng.randint(20 * d.MINUTE_MS, 50 * d.MINUTE_MS) if kind == "late" else now - 2000
+            rows.extend(d.session_events(rng, self.org_id, sess, types, start, now + 1,
+                                         kind="import" if kind == "import" else "banner", update_rate=0))
+        del rows[n:]
+        return rows
 
     def _add_rows(self, rows: list[d.EventRow]) -> None:
         for row in rows:
@@ -454,15 +458,8 @@ class SandboxState:
         if n <= 0:
             return []
         with self.lock:
-            rng, now = self._rng(seed), self.clock.now_ms()
-            rows: list[d.EventRow] = []
-            while len(rows) < n:
-                project = rng.choice(self.projects)
-                sess = d.new_session(rng, project, rng.choice(self.users))
-                types = d.banner_types(self.consent_types[project["id"]])
-                rows.extend(d.session_events(rng, self.org_id, sess, types, now - 2000, now + 1, kind="import",
-                                             update_rate=0))
-            del rows[n:]
+            now = self.clock.now_ms()
+            rows = self._new_events(self._rng(seed), now, n, "import")
             stamp = d.iso(now)
             for row in rows:
                 row.crt = row.upd = now
