@@ -94,7 +94,7 @@ def test_demo_builds_every_model_and_its_data_is_fresh(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr[-3000:]
     match = BUILD_LINE.search(run.stdout)
     assert match and match.group(2, 3) == ("0", "0") and int(match.group(1)) >= 100, run.stdout[-2000:]
-    fresh = run_dbt(DbtTarget.duckdb(str(path), "concord"), "source freshness", variables={"cdr_enabled": False})
+    fresh = run_dbt(DbtTarget.duckdb(str(path), "concord_demo"), "source freshness", variables={"cdr_enabled": False})
     assert fresh.ok and fresh.passed >= 8 and not fresh.warned, fresh.summary_line()
 
 
