@@ -21,9 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pipelines"))
 
-from pipelines.sandbox import SandboxConfig, SandboxProcess  # noqa: E402
+from concord_pipelines.sandbox import SandboxConfig, SandboxProcess  # noqa: E402
 
 NOW = "2026-11-20T12:00:00Z"
 
@@ -42,7 +42,7 @@ def main() -> int:
         env = {**os.environ, "SOURCES__CONCORD__API_KEY": sb.api_key, "RUNTIME__DLTHUB_TELEMETRY": "false"}
         if args.max_offset is not None:
             env["SOURCES__CONCORD__MAX_OFFSET"] = str(args.max_offset)
-        command = [sys.executable, "-m", "pipelines.cli", "run", "--org", sb.org_id, "--base-url", sb.base_url,
+        command = [sys.executable, "-m", "concord_pipelines.cli", "run", "--org", sb.org_id, "--base-url", sb.base_url,
                    "--resources", "consent_events", "--duckdb-path", f"{tmp}/bench.duckdb",
                    "--pipelines-dir", f"{tmp}/pipelines", "--lag-seconds", "0", "--no-dbt", "--quiet"]  # fmt: skip
         time.sleep(1.5)  # the bucket refills after start-up, as for a client that starts cold

@@ -20,9 +20,9 @@ import httpx
 import orjson
 import psutil
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pipelines"))
 
-from pipelines.sandbox import SandboxConfig, SandboxProcess  # noqa: E402
+from concord_pipelines.sandbox import SandboxConfig, SandboxProcess  # noqa: E402
 
 PAGE = 1000
 RAW = False

@@ -52,7 +52,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipelines.sandbox import SandboxConfig, SandboxProcess  # noqa: E402
+from concord_pipelines.sandbox import SandboxConfig, SandboxProcess  # noqa: E402
 
 PEERS = Path(__file__).resolve().parent / "peers.py"
 SUMMARY_TABLE = re.compile(r"^consent_events\s+([\d,]+)\s+([\d,]+|-|None)?")
@@ -181,7 +181,7 @@ class Bench:
 
     def _run_args(self, folder: Path) -> list[str]:
         return [
-            "-m", "pipelines.cli", "run",
+            "-m", "concord_pipelines.cli", "run",
             "--org", self.sandbox.org_id, "--base-url", self.sandbox.base_url,
             "--resources", "consent_events", "--duckdb-path", str(folder / "concord.duckdb"),
             "--pipelines-dir", str(folder / "pipelines"), "--lag-seconds", "0", "--quiet",
@@ -296,7 +296,7 @@ def production_python(work: Path) -> str | None:
 
 
 def default_concurrency() -> int:
-    from pipelines.concord import settings
+    from concord_pipelines.concord import settings
 
     return settings.DEFAULT_CONCURRENCY
 

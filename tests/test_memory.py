@@ -21,11 +21,11 @@ def _in_fresh_process(code: str, **env: str) -> str:
 
 @pytest.mark.skipif(not GLIBC, reason="the arena cap is a glibc setting")
 def test_the_arena_cap_is_applied_on_glibc() -> None:
-    assert _in_fresh_process("from pipelines.memory import limit_malloc_arenas; print(limit_malloc_arenas())") == "True"
+    assert _in_fresh_process("from concord_pipelines.memory import limit_malloc_arenas; print(limit_malloc_arenas())") == "True"
 
 
 def test_an_arena_count_set_by_the_user_is_left_alone() -> None:
-    code = "from pipelines.memory import limit_malloc_arenas; print(limit_malloc_arenas())"
+    code = "from concord_pipelines.memory import limit_malloc_arenas; print(limit_malloc_arenas())"
     assert _in_fresh_process(code, MALLOC_ARENA_MAX="4") == "False"
 
 
@@ -33,7 +33,7 @@ def test_release_free_memory_collects_garbage_cycles() -> None:
     import gc
     import weakref
 
-    from pipelines.memory import release_free_memory
+    from concord_pipelines.memory import release_free_memory
 
     class Node:
         pass

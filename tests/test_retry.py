@@ -6,7 +6,7 @@ import email.utils
 
 import pytest
 
-from pipelines.retry import RetryPolicy, retry_after_seconds
+from concord_pipelines.retry import RetryPolicy, retry_after_seconds
 
 NOW = 1_800_000_000.0
 
@@ -48,7 +48,7 @@ def test_a_later_retry_after_wins_but_is_bounded() -> None:
 
 
 def test_the_pace_follows_429s_but_never_stops_the_run() -> None:
-    from pipelines.retry import AdaptivePace
+    from concord_pipelines.retry import AdaptivePace
 
     pace = AdaptivePace(4, cut_every=0.0)
     for _ in range(20):

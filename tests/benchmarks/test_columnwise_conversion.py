@@ -11,9 +11,9 @@ import random
 import pyarrow as pa
 import pytest
 
-from pipelines.concord import settings
-from pipelines.concord.records import apply_pii, flatten, items_to_arrow, rows_to_arrow
-from pipelines.concord.source import batched_tables
+from concord_pipelines.concord import settings
+from concord_pipelines.concord.records import apply_pii, flatten, items_to_arrow, rows_to_arrow
+from concord_pipelines.concord.source import batched_tables
 
 SALT = b"salt"
 

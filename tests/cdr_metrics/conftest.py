@@ -10,8 +10,8 @@ from typing import Any
 import dlt
 import pytest
 
-from pipelines.cdr_metrics.runner import make_pipeline
-from pipelines.sandbox.cdr_holder import CdrHolderServer, HolderClock, HolderState
+from concord_pipelines.cdr_metrics.runner import make_pipeline
+from concord_pipelines.sandbox.cdr_holder import CdrHolderServer, HolderClock, HolderState
 
 # 09:30 in Sydney (UTC+11 in November) on Monday 2026-11-23.
 START = datetime(2026, 11, 22, 22, 30, tzinfo=UTC)

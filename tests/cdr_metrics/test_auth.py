@@ -11,11 +11,11 @@ import httpx
 import jwt
 import pytest
 
-from pipelines.cdr_metrics.client import HolderClient, client_assertion
-from pipelines.cdr_metrics.config import holder_from_mapping
-from pipelines.cdr_metrics.runner import run
-from pipelines.errors import ApiError
-from pipelines.sandbox.cdr_holder import ASSERTION_TYPE, SCOPE, CdrHolderServer, HolderState
+from concord_pipelines.cdr_metrics.client import HolderClient, client_assertion
+from concord_pipelines.cdr_metrics.config import holder_from_mapping
+from concord_pipelines.cdr_metrics.runner import run
+from concord_pipelines.errors import ApiError
+from concord_pipelines.sandbox.cdr_holder import ASSERTION_TYPE, SCOPE, CdrHolderServer, HolderState
 
 from .conftest import holder_config, query
 from .keys import make_pki, new_key, private_pem, public_pem

@@ -8,8 +8,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from pipelines.cli import main
-from pipelines.sandbox.cdr_holder import CdrHolderServer, HolderState
+from concord_pipelines.cli import main
+from concord_pipelines.sandbox.cdr_holder import CdrHolderServer, HolderState
 
 from .conftest import START
 
@@ -19,7 +19,7 @@ def _out(tmp_path: Path) -> list[str]:
 
 
 def test_config_file_with_two_holders_one_failing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from pipelines.sandbox.cdr_holder import HolderClock
+    from concord_pipelines.sandbox.cdr_holder import HolderClock
 
     good = HolderState(name="bank", clock=HolderClock(START), tokens={"tok-123"})
     modern = HolderState(name="modern", supported_versions=(6,))

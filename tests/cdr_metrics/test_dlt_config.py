@@ -8,9 +8,9 @@ from pathlib import Path
 import dlt
 import pytest
 
-from pipelines.cdr_metrics.source import RunOutcomes, cdr_metrics
-from pipelines.cli import main
-from pipelines.sandbox.cdr_holder import CdrHolderServer, HolderState
+from concord_pipelines.cdr_metrics.source import RunOutcomes, cdr_metrics
+from concord_pipelines.cli import main
+from concord_pipelines.sandbox.cdr_holder import CdrHolderServer, HolderState
 
 from .conftest import holder_config, query
 
@@ -64,8 +64,8 @@ def test_tokens_come_from_credentials_and_stay_out_of_the_trace(
 
 
 def test_credentials_for_unknown_holder_is_a_config_error() -> None:
-    from pipelines.cdr_metrics.source import with_credentials
-    from pipelines.errors import ConfigError
+    from concord_pipelines.cdr_metrics.source import with_credentials
+    from concord_pipelines.errors import ConfigError
 
     with pytest.raises(ConfigError, match="credentials given for unknown holder 'nope'"):
         with_credentials([{"name": "a"}], {"nope": {"token": "x"}})

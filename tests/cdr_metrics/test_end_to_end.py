@@ -10,9 +10,9 @@ from typing import Any
 import dlt
 import pytest
 
-from pipelines.cdr_metrics import parse
-from pipelines.cdr_metrics.runner import run
-from pipelines.sandbox.cdr_holder import CdrHolderServer, HolderState
+from concord_pipelines.cdr_metrics import parse
+from concord_pipelines.cdr_metrics.runner import run
+from concord_pipelines.sandbox.cdr_holder import CdrHolderServer, HolderState
 
 from .conftest import holder_config, query
 
@@ -200,7 +200,7 @@ def test_schema_invalid_holder_loads_nothing_other_holder_loads(
 
 def test_duckdb_file_named_like_the_dataset_loads(state: HolderState, tmp_path) -> None:
     """cdr_metrics.duckdb holding dataset cdr_metrics: DuckDB's binder would find every name ambiguous."""
-    from pipelines.cdr_metrics.runner import make_pipeline
+    from concord_pipelines.cdr_metrics.runner import make_pipeline
 
     pipeline = make_pipeline(
         duckdb_path=tmp_path / "cdr_metrics.duckdb", pipelines_dir=tmp_path / "dlt", pipeline_name="same_name"

@@ -5,10 +5,10 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from pipelines.cdr_metrics.client import HolderClient
-from pipelines.cdr_metrics.config import holder_from_mapping
-from pipelines.errors import ApiError
-from pipelines.sandbox.cdr_holder import CdrHolderServer, CdsError, HolderState, negotiate
+from concord_pipelines.cdr_metrics.client import HolderClient
+from concord_pipelines.cdr_metrics.config import holder_from_mapping
+from concord_pipelines.errors import ApiError
+from concord_pipelines.sandbox.cdr_holder import CdrHolderServer, CdsError, HolderState, negotiate
 
 from .conftest import holder_config
 
@@ -119,8 +119,8 @@ def test_holder_app_mounted_under_a_prefix(state: HolderState) -> None:
     from starlette.applications import Starlette
     from starlette.routing import Mount
 
-    from pipelines.sandbox.cdr_holder import create_holder_app
-    from pipelines.serve import BackgroundServer
+    from concord_pipelines.sandbox.cdr_holder import create_holder_app
+    from concord_pipelines.serve import BackgroundServer
 
     from .keys import new_key, private_pem, public_pem
 
@@ -146,8 +146,8 @@ def test_holder_app_mounted_under_a_prefix(state: HolderState) -> None:
 def test_first_problem_in_document_order() -> None:
     from datetime import UTC, datetime
 
-    from pipelines.cdr_metrics.validation import PayloadError, validate_payload
-    from pipelines.sandbox.cdr_holder import metrics_data
+    from concord_pipelines.cdr_metrics.validation import PayloadError, validate_payload
+    from concord_pipelines.sandbox.cdr_holder import metrics_data
 
     data = metrics_data(1, datetime(2026, 11, 23, tzinfo=UTC), "Australia/Sydney", 5, "ALL")
     data["recipientCount"] = "many"  # later in the document

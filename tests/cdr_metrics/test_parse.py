@@ -11,9 +11,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from pipelines.cdr_metrics import parse
-from pipelines.cdr_metrics.validation import PayloadError, validate_payload
-from pipelines.sandbox.cdr_holder import hours_in_day
+from concord_pipelines.cdr_metrics import parse
+from concord_pipelines.cdr_metrics.validation import PayloadError, validate_payload
+from concord_pipelines.sandbox.cdr_holder import hours_in_day
 
 DOC = Path("/work/shared/api-docs/cdr-get-metrics-v2.md")
 
@@ -208,7 +208,7 @@ def test_v2_doc_example_validates_and_parses() -> None:
 def test_schema_violations_name_the_path(version: int, mutate: Any, path: str) -> None:
     from datetime import UTC, datetime
 
-    from pipelines.sandbox.cdr_holder import metrics_data
+    from concord_pipelines.sandbox.cdr_holder import metrics_data
 
     data = metrics_data(1, datetime(2026, 11, 23, tzinfo=UTC), "Australia/Sydney", version, "ALL")
     good = {"data": data, "links": {"self": "x"}}
@@ -235,7 +235,7 @@ def test_hours_in_day_follow_dst() -> None:
 def test_sandbox_payloads_validate_and_are_deterministic(version: int, period: str) -> None:
     from datetime import UTC, datetime
 
-    from pipelines.sandbox.cdr_holder import metrics_data
+    from concord_pipelines.sandbox.cdr_holder import metrics_data
 
     moments = [
         datetime(2026, 10, 4, 18, 30, tzinfo=UTC),  # Sydney, day after DST start
@@ -352,7 +352,7 @@ def test_unknown_fields_load_when_numeric_and_are_named_when_skipped() -> None:
 def test_sandbox_payloads_have_nothing_unknown() -> None:
     from datetime import UTC, datetime
 
-    from pipelines.sandbox.cdr_holder import metrics_data
+    from concord_pipelines.sandbox.cdr_holder import metrics_data
 
     for version in (2, 3, 4, 5):
         skipped: list[str] = []

@@ -18,9 +18,9 @@ from typing import Any
 import duckdb
 import pytest
 
-from pipelines.cli import main
-from pipelines.sandbox.cdr_holder import CdrHolderServer, HolderClock, HolderState
-from pipelines.serve import free_port
+from concord_pipelines.cli import main
+from concord_pipelines.sandbox.cdr_holder import CdrHolderServer, HolderClock, HolderState
+from concord_pipelines.serve import free_port
 
 # 14:30 in Sydney (UTC+11), 11:30 in Perth (UTC+8) on Monday 2026-11-23: past 13:00 local, where a
 # wall time misread as UTC moves Sydney's dates one day late.

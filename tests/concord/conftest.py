@@ -18,9 +18,9 @@ from typing import Any
 import duckdb
 import pytest
 
-from pipelines.concord import settings
-from pipelines.concord.runner import RunOptions, RunResult, run_export
-from pipelines.sandbox import SandboxConfig, SandboxServer
+from concord_pipelines.concord import settings
+from concord_pipelines.concord.runner import RunOptions, RunResult, run_export
+from concord_pipelines.sandbox import SandboxConfig, SandboxServer
 
 SANDBOX_NOW = "2026-11-20T12:00:00Z"
 

@@ -9,10 +9,10 @@ from starlette.applications import Starlette
 from starlette.responses import Response
 from starlette.routing import Route
 
-from pipelines.concord import settings
-from pipelines.concord.client import ClientOptions, ConcordClient, ResourceStats
-from pipelines.concord.records import arrow_to_columns, flatten, read_page_arrow, rows_to_arrow
-from pipelines.serve import BackgroundServer
+from concord_pipelines.concord import settings
+from concord_pipelines.concord.client import ClientOptions, ConcordClient, ResourceStats
+from concord_pipelines.concord.records import arrow_to_columns, flatten, read_page_arrow, rows_to_arrow
+from concord_pipelines.serve import BackgroundServer
 
 ITEMS = [
     {

@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from pipelines.concord.client import ClientOptions, ConcordClient, ResourceStats
+from concord_pipelines.concord.client import ClientOptions, ConcordClient, ResourceStats
 
 ROWS = 240
 

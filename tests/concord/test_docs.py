@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from pipelines.concord import settings
-from pipelines.concord.tabledoc import BEGIN, END, render
+from concord_pipelines.concord import settings
+from concord_pipelines.concord.tabledoc import BEGIN, END, render
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -11,7 +11,7 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 def test_readme_table_reference_is_current():
     text = README.read_text()
     section = text[text.index(BEGIN) : text.index(END) + len(END)]
-    assert section == render(), "run: python -m pipelines.concord.tabledoc --write"
+    assert section == render(), "run: python -m concord_pipelines.concord.tabledoc --write"
 
 
 def test_readme_documents_every_table_and_resource():

@@ -166,7 +166,7 @@ def test_pii_hash_and_drop(make_export):
 
 
 def test_pii_hash_without_salt_is_a_clear_error(make_export):
-    from pipelines.errors import ConfigError
+    from concord_pipelines.errors import ConfigError
 
     export = make_export(events=50)
     with pytest.raises(ConfigError, match="salt"):
@@ -235,8 +235,8 @@ def test_a_big_first_load_is_loaded_in_slices_equal_to_the_source(make_export, m
 
 
 def test_a_slice_that_fails_keeps_the_slices_already_loaded(make_export, monkeypatch):
-    from pipelines.concord import source
-    from pipelines.errors import PipelineError
+    from concord_pipelines.concord import source
+    from concord_pipelines.errors import PipelineError
 
     monkeypatch.setenv("SOURCES__CONCORD__SLICE_ROWS", "700")
     export = make_export(events=3000)

@@ -11,8 +11,8 @@ import dlt
 import duckdb
 import pytest
 
-from pipelines.cli import main
-from pipelines.concord.source import concord_source
+from concord_pipelines.cli import main
+from concord_pipelines.concord.source import concord_source
 from tests.concord.conftest import Export, as_utc, assert_table_matches
 
 WINDOWED = ("consent_events", "compliance_requests", "compliance_request_events")

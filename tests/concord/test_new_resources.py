@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pipelines.concord import settings
+from concord_pipelines.concord import settings
 from tests.concord.conftest import Export, _normal, leaves
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,7 +25,7 @@ def run_cli(export: Export, cwd: Path, *extra: str) -> subprocess.CompletedProce
             "--duckdb-path", export.duckdb_path, "--pipeline-name", export.pipeline_name,
             "--pipelines-dir", str(export.tmp / "pipelines"), "--lag-seconds", "0", "--quiet", *extra]
     cwd.mkdir(exist_ok=True)  # an empty cwd: the repo's .dlt/ folder must not be picked up
-    return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], env=env, cwd=cwd, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "concord_pipelines.cli", *args], env=env, cwd=cwd, capture_output=True,
                           text=True, timeout=300)
 
 

@@ -5,8 +5,8 @@ from datetime import UTC, datetime
 import pyarrow as pa
 import pytest
 
-from pipelines.concord.records import apply_pii, flatten, hash_value, rows_to_arrow, to_utc
-from pipelines.concord.settings import BIGINT, JSON, TEXT, TIMESTAMP
+from concord_pipelines.concord.records import apply_pii, flatten, hash_value, rows_to_arrow, to_utc
+from concord_pipelines.concord.settings import BIGINT, JSON, TEXT, TIMESTAMP
 
 MOMENT = datetime(2019, 8, 24, 14, 15, 22, tzinfo=UTC)
 

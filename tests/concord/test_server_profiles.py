@@ -1,7 +1,7 @@
 """Real servers vary: under each sandbox server profile, two incremental runs with late data, updates, deletes
 of nothing, a finishing scan and a bulk import in between leave the warehouse equal to the server's rows.
 
-The profiles imitate common backends (see pipelines/sandbox/README.md): capped or missing totals, a
+The profiles imitate common backends (see pipelines/concord_pipelines/sandbox/README.md): capped or missing totals, a
 deep-paging limit, rows sharing one instant in an unstable order, a per-key rate limit with a useless
 Retry-After, a project without a scan configured, a date filter on another field, a server that ignores
 `sort`. The runs use the server's clock (no `run_started`), as a scheduled run does.
@@ -15,8 +15,8 @@ from typing import Any
 import dlt
 import pytest
 
-from pipelines.concord import settings
-from pipelines.concord.runner import RunResult
+from concord_pipelines.concord import settings
+from concord_pipelines.concord.runner import RunResult
 from tests.concord.conftest import SOURCE_TABLES, Export, _key, assert_table_matches, expected_rows
 
 PROFILES = [
@@ -104,7 +104,7 @@ def test_a_plain_dlt_pipeline_run_leaves_no_http_worker_threads(make_export, tmp
     import threading
     import time
 
-    from pipelines.concord.source import concord_source
+    from concord_pipelines.concord.source import concord_source
 
     export = make_export(events=300, profiles="no-total")
     pipeline = dlt.pipeline("plain_threads", destination=dlt.destinations.duckdb(str(tmp_path / "plain.duckdb")),

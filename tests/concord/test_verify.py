@@ -12,8 +12,8 @@ import duckdb
 import httpx
 import pytest
 
-from pipelines.cli import main
-from pipelines.concord.verify import EXIT_DIFFERENT, trusted_total
+from concord_pipelines.cli import main
+from concord_pipelines.concord.verify import EXIT_DIFFERENT, trusted_total
 from tests.concord.conftest import Export, as_utc, assert_table_matches
 from tests.warehouse.conftest import postgres_server  # noqa: F401  (the throwaway PostgreSQL fixture)
 
@@ -227,7 +227,7 @@ def proxy(upstream: str, mode: str) -> Any:
     from starlette.responses import Response
     from starlette.routing import Route
 
-    from pipelines.serve import BackgroundServer
+    from concord_pipelines.serve import BackgroundServer
 
     async def forward(request: Request) -> Response:
         path, query = request.path_params["path"], dict(request.query_params)
@@ -292,8 +292,8 @@ def test_repair_marks_nothing_when_the_server_filters_days_on_another_field(make
 
 
 def test_sandbox_delete_events_is_deterministic_per_seed_and_leaves_the_truth():
-    from pipelines.sandbox import SandboxConfig
-    from pipelines.sandbox.state import SandboxState
+    from concord_pipelines.sandbox import SandboxConfig
+    from concord_pipelines.sandbox.state import SandboxState
 
     def erase(seed: int) -> tuple[list[str], SandboxState]:
         state = SandboxState(SandboxConfig(seed=3, events=300, days=5, now="2026-11-20T12:00:00Z"))

@@ -2,7 +2,7 @@
 
 from datetime import UTC, date, datetime, timedelta
 
-from pipelines.concord.windows import Window, iso, metric_days, scan_window
+from concord_pipelines.concord.windows import Window, iso, metric_days, scan_window
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 NOW = datetime(2026, 1, 10, 12, 0, tzinfo=UTC)
@@ -70,7 +70,7 @@ def test_metric_days_first_run_and_refresh_of_last_complete_day():
 
 from bisect import bisect_left  # noqa: E402
 
-from pipelines.concord.windows import slice_end  # noqa: E402
+from concord_pipelines.concord.windows import slice_end  # noqa: E402
 
 
 class _Counted:

@@ -109,7 +109,7 @@ def cli_args(export: Export, *extra: str) -> list[str]:
 
 def run_cli(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "pipelines.cli", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "concord_pipelines.cli", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
     )
 
 

@@ -50,6 +50,6 @@ def install() -> None:
 
 if __name__ == "__main__":
     install()
-    from pipelines.cli import main
+    from concord_pipelines.cli import main
 
     sys.exit(main(sys.argv[1:]))

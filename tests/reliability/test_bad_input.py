@@ -1,6 +1,6 @@
 """Bad input through the real CLI: one `error:` line naming the fix, non-zero exit, nothing touched.
 
-Each case runs `python -m pipelines.cli run ...` in an empty cwd (no .dlt/ picked up) against the
+Each case runs `python -m concord_pipelines.cli run ...` in an empty cwd (no .dlt/ picked up) against the
 same pipeline and DuckDB file as one good run, which must be left exactly as it was.
 """
 
@@ -17,8 +17,8 @@ from starlette.applications import Starlette
 from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
-from pipelines.sandbox import SandboxConfig, SandboxServer
-from pipelines.serve import BackgroundServer, free_port
+from concord_pipelines.sandbox import SandboxConfig, SandboxServer
+from concord_pipelines.serve import BackgroundServer, free_port
 from tests.concord.conftest import SANDBOX_NOW, Export
 from tests.reliability.conftest import Snapshot, cli_args, cli_env, run_cli
 
@@ -167,7 +167,7 @@ def test_bad_input_is_one_clear_line_and_touches_nothing(good, html_site, workdi
 def test_unreachable_base_url_fails_within_seconds_with_production_backoff(good):
     """Connect retries are limited: a wrong host or port must not keep a job busy for minutes.
     Timed in-process so interpreter start-up on a busy CI machine does not count."""
-    from pipelines.errors import ConfigError
+    from concord_pipelines.errors import ConfigError
 
     started = time.monotonic()
     with pytest.raises(ConfigError, match="cannot connect"):

@@ -191,7 +191,7 @@ def test_failed_load_job_stays_pending_and_is_retried_until_it_loads(make_export
     from dlt.common.destination.exceptions import DestinationTerminalException
     from dlt.destinations.impl.duckdb.duck import DuckDbCopyJob
 
-    from pipelines.errors import PipelineError
+    from concord_pipelines.errors import PipelineError
 
     export = make_export(events=500)
     export.run(resources=SOURCE_RESOURCES)

@@ -26,9 +26,9 @@ from typing import Any
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from pipelines.concord.client import ClientOptions, ResourceStats
-from pipelines.concord.crawl import Crawl, DeepPagingRefused, Page
-from pipelines.concord.windows import Window
+from concord_pipelines.concord.client import ClientOptions, ResourceStats
+from concord_pipelines.concord.crawl import Crawl, DeepPagingRefused, Page
+from concord_pipelines.concord.windows import Window
 
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
 

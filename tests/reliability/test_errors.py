@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipelines.concord.runner import translate_failure
+from concord_pipelines.concord.runner import translate_failure
 
 
 def test_bug_raised_from_generator_plumbing_is_reported_by_its_own_name():

@@ -13,9 +13,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from pipelines.concord.runner import RunResult
-from pipelines.errors import PipelineError
-from pipelines.sandbox import SandboxConfig, SandboxServer
+from concord_pipelines.concord.runner import RunResult
+from concord_pipelines.errors import PipelineError
+from concord_pipelines.sandbox import SandboxConfig, SandboxServer
 from tests.concord.conftest import SANDBOX_NOW, Export, assert_table_matches, assert_warehouse_matches
 from tests.reliability.conftest import SOURCE_RESOURCES, Snapshot, pending_packages
 
@@ -121,8 +121,8 @@ def test_fault_outlasting_retries_fails_cleanly_and_the_next_run_converges(expor
 
 def test_failure_in_one_resource_loads_nothing_from_the_others(make_export, monkeypatch):
     """Resources extracted before the failure must not be loaded either: one run, one package."""
-    from pipelines.concord.client import ConcordClient
-    from pipelines.errors import ApiError
+    from concord_pipelines.concord.client import ConcordClient
+    from concord_pipelines.errors import ApiError
 
     resources = ["projects", "consent_events"]
     export = make_export(events=600)

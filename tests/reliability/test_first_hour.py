@@ -14,8 +14,8 @@ import threading
 import duckdb
 import pytest
 
-from pipelines.cli import main
-from pipelines.sandbox import SandboxConfig, SandboxServer
+from concord_pipelines.cli import main
+from concord_pipelines.sandbox import SandboxConfig, SandboxServer
 from tests.concord.conftest import SANDBOX_NOW, Export
 from tests.reliability.conftest import REPO, cli_args, cli_env, run_cli, warehouse_snapshot
 
@@ -103,7 +103,7 @@ def test_unreadable_local_state_is_one_line_naming_the_folder(export, workdir, d
 
 def test_busy_sandbox_port_is_one_line(export):
     port = export.sandbox.base_url.split(":")[2].split("/")[0]
-    for command in (["-m", "pipelines.sandbox"], ["-m", "pipelines.cli", "sandbox"]):
+    for command in (["-m", "concord_pipelines.sandbox"], ["-m", "concord_pipelines.cli", "sandbox"]):
         result = subprocess.run([sys.executable, *command, "--port", port, "--events", "10"], env=cli_env(),
                                 capture_output=True, text=True, timeout=120)
         assert result.returncode == 2, result.stderr
@@ -137,7 +137,7 @@ def test_progress_is_plain_lines_without_a_terminal(export, workdir):
 def test_progress_is_a_live_display_on_a_terminal(export, workdir):
     args = [a for a in cli_args(export, "--resources", "consent_events", "--full-refresh") if a != "--quiet"]
     leader, follower = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", *args], env={**cli_env(export), "TERM": "xterm"},
+    proc = subprocess.Popen([sys.executable, "-m", "concord_pipelines.cli", *args], env={**cli_env(export), "TERM": "xterm"},
                             cwd=workdir, stdout=subprocess.PIPE, stderr=follower, text=True)
     os.close(follower)
     chunks: list[bytes] = []

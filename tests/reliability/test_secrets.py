@@ -9,8 +9,8 @@ import dlt
 import duckdb
 import pytest
 
-from pipelines.concord.runner import translate_failure
-from pipelines.errors import PipelineError
+from concord_pipelines.concord.runner import translate_failure
+from concord_pipelines.errors import PipelineError
 from tests.concord.conftest import Export
 from tests.reliability.conftest import cli_args, cli_env, run_cli
 
@@ -139,7 +139,7 @@ def test_redirect_to_another_origin_never_carries_the_key(export, workdir):
     from starlette.responses import RedirectResponse
     from starlette.routing import Route
 
-    from pipelines.serve import BackgroundServer
+    from concord_pipelines.serve import BackgroundServer
 
     capture = _Capture()
     with BackgroundServer(capture) as other:

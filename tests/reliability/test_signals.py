@@ -23,7 +23,7 @@ STALL = "stall=always,stall_seconds=600"
 
 
 def _start(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "pipelines.cli", *args], env=env, cwd=cwd,
+    return subprocess.Popen([sys.executable, "-m", "concord_pipelines.cli", *args], env=env, cwd=cwd,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

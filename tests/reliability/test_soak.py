@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from pipelines.errors import PipelineError
+from concord_pipelines.errors import PipelineError
 from tests.concord.conftest import Export, assert_warehouse_matches
 from tests.reliability.conftest import SOURCE_RESOURCES, Snapshot, pending_packages
 

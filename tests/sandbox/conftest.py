@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from pipelines.sandbox import SandboxConfig, SandboxServer
+from concord_pipelines.sandbox import SandboxConfig, SandboxServer
 
 NOW = "2026-11-23T12:00:00Z"
 

@@ -8,8 +8,8 @@ import sys
 import httpx
 import pytest
 
-from pipelines.sandbox import SandboxConfig, SandboxProcess
-from pipelines.sandbox.__main__ import main as sandbox_main
+from concord_pipelines.sandbox import SandboxConfig, SandboxProcess
+from concord_pipelines.sandbox.__main__ import main as sandbox_main
 from tests.sandbox.conftest import NOW
 
 
@@ -26,7 +26,7 @@ def test_process_serves_and_stops() -> None:
 
 
 def test_help_documents_the_fault_syntax() -> None:
-    out = subprocess.run([sys.executable, "-m", "pipelines.sandbox", "--help"], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "concord_pipelines.sandbox", "--help"], capture_output=True,
                          text=True, check=True).stdout
     for text in ("--faults", "next:N", "retry_after", "cap=N", "--api-key", "--org-id", "/_sandbox/mutate"):
         assert text in out
@@ -37,9 +37,9 @@ def test_bad_fault_spec_is_a_one_line_error(capsys: pytest.CaptureFixture[str]) 
     assert capsys.readouterr().err.startswith("error: sandbox: unknown fault 'teapot'")
 
 
-@pytest.mark.slow  # pipelines.cli imports every subcommand (dlt): seconds of imports on a busy machine
+@pytest.mark.slow  # concord_pipelines.cli imports every subcommand (dlt): seconds of imports on a busy machine
 def test_registered_as_concord_pipeline_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
-    from pipelines.cli import main
+    from concord_pipelines.cli import main
 
     assert main(["sandbox", "--events", "10", "--port", "0", "--faults", "cap=x"]) == 2
     assert capsys.readouterr().err.startswith("error: sandbox:")

@@ -7,8 +7,8 @@ from collections import Counter
 
 import httpx
 
-from pipelines.sandbox import SandboxConfig, SandboxServer, SandboxState
-from pipelines.sandbox.data import DAY_MS, parse_time
+from concord_pipelines.sandbox import SandboxConfig, SandboxServer, SandboxState
+from concord_pipelines.sandbox.data import DAY_MS, parse_time
 from tests.sandbox.conftest import NOW, admin, client, fetch_all
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -129,7 +129,7 @@ def test_cached_orders_follow_inserts_and_updates(fresh: SandboxServer) -> None:
 
 def test_cdr_holder_mounted_when_available(fresh: SandboxServer) -> None:
     try:
-        from pipelines.sandbox.cdr_holder import create_holder_app  # noqa: F401
+        from concord_pipelines.sandbox.cdr_holder import create_holder_app  # noqa: F401
     except Exception:  # noqa: BLE001 - written by another helper; optional
         return
     r = httpx.get(fresh.url + "/cdr/cds-au/v1/admin/metrics", headers={"x-v": "2"})

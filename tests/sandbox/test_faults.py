@@ -8,7 +8,7 @@ import httpx
 import orjson
 import pytest
 
-from pipelines.sandbox import Faults, SandboxConfig, SandboxServer
+from concord_pipelines.sandbox import Faults, SandboxConfig, SandboxServer
 from tests.sandbox.conftest import NOW, admin, client
 
 

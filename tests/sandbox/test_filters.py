@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from pipelines.sandbox import SandboxServer
-from pipelines.sandbox.data import parse_time, to_ms
+from concord_pipelines.sandbox import SandboxServer
+from concord_pipelines.sandbox.data import parse_time, to_ms
 from tests.sandbox.conftest import fetch_all
 
 

@@ -7,8 +7,8 @@ from collections import Counter
 import httpx
 import pytest
 
-from pipelines.sandbox import SandboxServer
-from pipelines.sandbox.data import UA_INFO, parse_time
+from concord_pipelines.sandbox import SandboxServer
+from concord_pipelines.sandbox.data import UA_INFO, parse_time
 
 START, END = "2026-11-05T00:00:00Z", "2026-11-19T00:00:00Z"
 

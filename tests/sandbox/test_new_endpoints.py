@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import httpx
 
-from pipelines.sandbox import SandboxConfig, SandboxServer, SandboxState
-from pipelines.sandbox.data import CONSENT_MODES
+from concord_pipelines.sandbox import SandboxConfig, SandboxServer, SandboxState
+from concord_pipelines.sandbox.data import CONSENT_MODES
 from tests.sandbox.conftest import NOW, admin, fetch_all
 
 ISO_LEN = len("2026-11-23T12:00:00.000Z")

@@ -13,8 +13,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from pipelines.sandbox import SandboxServer
-from pipelines.sandbox.openapi import build_openapi
+from concord_pipelines.sandbox import SandboxServer
+from concord_pipelines.sandbox.openapi import build_openapi
 
 schema = schemathesis.openapi.from_dict(build_openapi())
 # Conformance of what the sandbox answers; whether it rejects every schema-violating request is not the

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from pipelines.sandbox import SandboxServer
+from concord_pipelines.sandbox import SandboxServer
 from tests.sandbox.conftest import fetch_all
 
 ERROR_KEYS = {"statusCode", "error", "message"}

@@ -11,10 +11,10 @@ from email.utils import parsedate_to_datetime
 import httpx
 import pytest
 
-from pipelines.sandbox import SandboxConfig, SandboxProcess, SandboxServer, SandboxState
-from pipelines.sandbox.__main__ import main as sandbox_main
-from pipelines.sandbox.data import DAY_MS, iso, parse_time, to_ms
-from pipelines.sandbox.profiles import DEFAULTS
+from concord_pipelines.sandbox import SandboxConfig, SandboxProcess, SandboxServer, SandboxState
+from concord_pipelines.sandbox.__main__ import main as sandbox_main
+from concord_pipelines.sandbox.data import DAY_MS, iso, parse_time, to_ms
+from concord_pipelines.sandbox.profiles import DEFAULTS
 from tests.sandbox.conftest import NOW, admin, client, fetch_all
 
 NOW_MS = parse_time(NOW)
@@ -65,16 +65,16 @@ def test_bad_spec_on_the_cli_is_one_error_line(capsys: pytest.CaptureFixture[str
     assert err.startswith("error: sandbox: unknown profile 'teapot'; valid: ") and err.count("\n") == 1
 
 
-@pytest.mark.slow  # pipelines.cli imports every subcommand (dlt): seconds of imports on a busy machine
+@pytest.mark.slow  # concord_pipelines.cli imports every subcommand (dlt): seconds of imports on a busy machine
 def test_bad_spec_through_concord_pipeline(capsys: pytest.CaptureFixture[str]) -> None:
-    from pipelines.cli import main
+    from concord_pipelines.cli import main
 
     assert main(["sandbox", "--events", "10", "--port", "0", "--profile", "elastic,teapot"]) == 2
     assert capsys.readouterr().err.startswith("error: sandbox: unknown profile 'teapot'")
 
 
 def test_help_documents_every_profile() -> None:
-    out = subprocess.run([sys.executable, "-m", "pipelines.sandbox", "--help"], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "concord_pipelines.sandbox", "--help"], capture_output=True, text=True,
                          check=True).stdout
     assert "--profile SPEC" in out and "GET/PUT /_sandbox/profiles" in out
     for name in DEFAULTS:

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.concord.runner import RunOptions, RunResult, run_export
-from pipelines.sandbox import SandboxConfig, SandboxServer
-from pipelines.serve import free_port
+from concord_pipelines.concord.runner import RunOptions, RunResult, run_export
+from concord_pipelines.sandbox import SandboxConfig, SandboxServer
+from concord_pipelines.serve import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SANDBOX_CONFIG = dict(seed=11, events=2000, days=30, now="2026-11-20T12:00:00Z")

@@ -15,7 +15,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from pipelines.concord.settings import RESOURCE_TABLES
+from concord_pipelines.concord.settings import RESOURCE_TABLES
 from tests.warehouse.conftest import REPO_ROOT
 from tests.warehouse.truth import MARTS
 
@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 # (docs/airflow.md). Override with CONCORD_TEST_AIRFLOW_VERSION=2.11.0 to check the 2.x code path.
 AIRFLOW_VERSION = os.environ.get("CONCORD_TEST_AIRFLOW_VERSION", "3.3.2")
 HARNESS = Path(__file__).with_name("airflow_harness.py")
-DAG_FILE = REPO_ROOT / "pipelines" / "airflow" / "concord_dag.py"
+DAG_FILE = REPO_ROOT / "pipelines" / "concord_pipelines" / "airflow" / "concord_dag.py"
 
 
 def _uv() -> list[str]:

@@ -1,4 +1,4 @@
-"""The DAG's configuration logic (pipelines/airflow/concord_tasks.py), without Airflow installed."""
+"""The DAG's configuration logic (pipelines/concord_pipelines/airflow/concord_tasks.py), without Airflow installed."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from pipelines.airflow import concord_tasks as ct
-from pipelines.concord.settings import RESOURCE_TABLES
-from pipelines.errors import ConfigError
+from concord_pipelines.airflow import concord_tasks as ct
+from concord_pipelines.concord.settings import RESOURCE_TABLES
+from concord_pipelines.errors import ConfigError
 
 
 @pytest.fixture(autouse=True)

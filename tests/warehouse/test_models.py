@@ -1,4 +1,4 @@
-"""The dbt project (pipelines/dbt/concord) on DuckDB, through the interfaces users touch: `concord-pipeline run`
+"""The dbt project (pipelines/concord_pipelines/dbt/concord) on DuckDB, through the interfaces users touch: `concord-pipeline run`
 builds and tests it after the load, the marts equal answers computed in Python from the sandbox's truth
 (tests/warehouse/truth.py), a broken row fails the test named after it, freshness and `dbt docs generate` work,
 and the CDR models build over a `concord-pipeline cdr-metrics` export."""
@@ -17,9 +17,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from pipelines.concord.settings import ALL_TABLE_SPECS
-from pipelines.dbt_runner import DbtTarget, run_dbt
-from pipelines.dbt_sources import stale_files
+from concord_pipelines.concord.settings import ALL_TABLE_SPECS
+from concord_pipelines.dbt_runner import DbtTarget, run_dbt
+from concord_pipelines.dbt_sources import stale_files
 from tests.warehouse.truth import MARTS, assert_view_matches
 
 pytestmark = pytest.mark.slow
@@ -36,7 +36,7 @@ class CliRun:
 def cli(*args: str, env: dict[str, str] | None = None, timeout: int = 600) -> CliRun:
     """`concord-pipeline ...` as a user runs it; dbt at its default (on) unless the arguments say otherwise."""
     base = {k: v for k, v in os.environ.items() if k != "SOURCES__CONCORD__DBT"}
-    proc = subprocess.run([sys.executable, "-m", "pipelines.cli", *args], env={**base, **(env or {})},
+    proc = subprocess.run([sys.executable, "-m", "concord_pipelines.cli", *args], env={**base, **(env or {})},
                           capture_output=True, text=True, timeout=timeout)
     return CliRun(proc.returncode, proc.stdout, proc.stderr)
 
@@ -63,7 +63,7 @@ def cli_build(sandbox, tmp_path_factory: pytest.TempPathFactory) -> tuple[CliRun
 
 
 def test_generated_sources_and_staging_are_current() -> None:
-    assert stale_files() == [], "run: python -m pipelines.dbt_sources --write"
+    assert stale_files() == [], "run: python -m concord_pipelines.dbt_sources --write"
 
 
 def test_cli_run_builds_and_tests_every_model(cli_build: tuple[CliRun, Path], sandbox) -> None:
@@ -207,7 +207,7 @@ def test_cdr_models_build_over_a_cdr_export(tmp_path: Path) -> None:
     export = cli("cdr-metrics", "--sandbox", "--holder", "bank", "--duckdb-path", str(path),
                  "--pipelines-dir", str(tmp_path / "dlt"))
     assert export.returncode == 0, export.stderr[-2000:]
-    build = subprocess.run([sys.executable, "-m", "pipelines.dbt_runner", "build", "--cdr", "--duckdb-path", str(path)],
+    build = subprocess.run([sys.executable, "-m", "concord_pipelines.dbt_runner", "build", "--cdr", "--duckdb-path", str(path)],
                            capture_output=True, text=True, timeout=600)
     assert build.returncode == 0 and ", 0 failed, 0 errors" in build.stdout, build.stdout + build.stderr[-2000:]
     with duckdb.connect(str(path), read_only=True) as conn:

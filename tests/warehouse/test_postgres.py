@@ -16,8 +16,8 @@ import duckdb
 import psycopg2
 import pytest
 
-from pipelines.concord import settings
-from pipelines.dbt_runner import postgres_target, run_dbt
+from concord_pipelines.concord import settings
+from concord_pipelines.dbt_runner import postgres_target, run_dbt
 from tests.warehouse.test_models import BUILD_LINE, cli
 from tests.warehouse.truth import MARTS, assert_view_matches
 
