@@ -6,23 +6,32 @@ import logging
 
 
 class _ArrowHintNoise(logging.Filter):
-    """Warnings dlt repeats on every run about things this project handles on purpose.
+    """Warnings dlt repeats on every run about things this project handles on purpose, for its own resources only.
 
-    - our declared hints (json, not-null keys) override arrow's types: that is what they are for;
+    - our declared hints (json, not-null keys) override arrow's types: that is what they are for (arrow
+      carries json as text and every column as nullable; the declared types are the warehouse's);
     - a DuckDB file named like the dataset: concord_pipelines.duckdb_compat makes those names unambiguous.
     """
 
     NOISE = ("when merging arrow schema", "is identical to the dataset name")
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.resources: set[str] = set()
+
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
+        if "when merging arrow schema" in message:
+            return not any(f"In resource: {name}," in message for name in self.resources)
         return not any(noise in message for noise in self.NOISE)
 
 
 _FILTER = _ArrowHintNoise()
 
 
-def quiet_arrow_hint_warnings() -> None:
+def quiet_arrow_hint_warnings(resources: set[str] | frozenset[str] = frozenset()) -> None:
+    """Called by each source with its resource names (a user's own resources keep dlt's warning)."""
+    _FILTER.resources.update(resources)
     logging.getLogger("dlt").addFilter(_FILTER)  # adding the same filter twice is a no-op
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import IO, Any, Protocol
 
 
@@ -26,7 +26,7 @@ def expected_rows(stats: Stats) -> int | None:
     return max(expected, stats.items) if expected else None
 
 
-def make_progress(stats: Mapping[str, Stats], stream: IO[str], interval: float | None = None) -> LiveProgress | LineProgress:
+def make_progress(stats: Callable[[], Mapping[str, Stats]], stream: IO[str], interval: float | None = None) -> LiveProgress | LineProgress:
     """A live display when `stream` is a terminal, else plain lines."""
     if _is_terminal(stream):
         return LiveProgress(stats, stream)
@@ -70,14 +70,14 @@ class _Poller:
 class LineProgress(_Poller):
     """One line per resource whose numbers changed, every `interval` seconds (10 s by default)."""
 
-    def __init__(self, stats: Mapping[str, Stats], stream: IO[str], interval: float = 10.0) -> None:
+    def __init__(self, stats: Callable[[], Mapping[str, Stats]], stream: IO[str], interval: float = 10.0) -> None:
         super().__init__(interval)
         self.stats, self.stream = stats, stream
         self._last: dict[str, tuple[int, int]] = {}
 
     def tick(self, final: bool = False) -> None:
         elapsed = max(time.monotonic() - self.started, 1e-6)
-        for name, s in list(self.stats.items()):
+        for name, s in list(self.stats().items()):
             now = (s.items, s.retries)
             if self._last.get(name) == now:
                 continue
@@ -101,7 +101,7 @@ def line_text(s: Stats, elapsed: float) -> str:
 class LiveProgress(_Poller):
     """rich's live progress bars: one per resource, refreshed from the stats twice a second."""
 
-    def __init__(self, stats: Mapping[str, Stats], stream: IO[str]) -> None:
+    def __init__(self, stats: Callable[[], Mapping[str, Stats]], stream: IO[str]) -> None:
         super().__init__(0.5)
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -131,7 +131,7 @@ class LiveProgress(_Poller):
 
     def tick(self, final: bool = False) -> None:
         elapsed = max(time.monotonic() - self.started, 1e-6)
-        for name, s in list(self.stats.items()):
+        for name, s in list(self.stats().items()):
             if name not in self._tasks:
                 self._tasks[name] = self._bar.add_task(name, total=None, rate="", retries="")
             expected = expected_rows(s)

@@ -8,7 +8,7 @@ from pathlib import Path
 import dlt
 import pytest
 
-from concord_pipelines.cdr_metrics.source import RunOutcomes, cdr_metrics
+from concord_pipelines.cdr_metrics.source import cdr_metrics, run_outcomes
 from concord_pipelines.cli import main
 from concord_pipelines.sandbox.cdr_holder import CdrHolderServer, HolderState
 
@@ -20,8 +20,8 @@ def test_source_reads_holders_and_settings_from_dlt_config(
 ) -> None:
     monkeypatch.setenv("SOURCES__CDR_METRICS__HOLDERS", json.dumps([holder_config(holder, "from_env")]))
     monkeypatch.setenv("SOURCES__CDR_METRICS__X_V", "4")
-    outcomes = RunOutcomes()
-    pipeline.run(cdr_metrics(outcomes=outcomes))
+    pipeline.run(cdr_metrics())
+    outcomes = run_outcomes(pipeline)
     assert outcomes.holders["from_env"].version == 4
     assert query(pipeline, "SELECT DISTINCT data_holder, payload_version FROM metric_observations") == [
         ("from_env", 4)
@@ -55,8 +55,8 @@ def test_tokens_come_from_credentials_and_stay_out_of_the_trace(
         monkeypatch.setenv(
             "SOURCES__CDR_METRICS__CREDENTIALS", json.dumps({"bank": {"token": "sekrit-token-777"}})
         )
-        outcomes = RunOutcomes()
-        pipeline.run(cdr_metrics(outcomes=outcomes))
+        pipeline.run(cdr_metrics())
+    outcomes = run_outcomes(pipeline)
     assert outcomes.holders["bank"].error is None and outcomes.holders["bank"].version == 5
     for path in Path(pipeline.pipelines_dir).rglob("*"):
         if path.is_file():

@@ -11,7 +11,7 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +81,6 @@ class Export:
             timeout=3.0,
             backoff_base=0.01,
             progress=False,
-            run_started=self.now() + timedelta(seconds=1),
         )
         base.update(overrides)
         return RunOptions(**base)

@@ -100,7 +100,7 @@ def test_concord_source_takes_the_interval_in_a_plain_dlt_pipeline(make_export, 
     pipeline = dlt.pipeline("interval_plain", destination=dlt.destinations.duckdb(str(tmp_path / "plain.duckdb")),
                             dataset_name="concord", pipelines_dir=str(tmp_path / "plain"))
     source = concord_source(organization_id=export.sandbox.org_id, api_key=export.sandbox.api_key,
-                            base_url=export.sandbox.base_url, lag_seconds=0, run_started=export.now(),
+                            base_url=export.sandbox.base_url, lag_seconds=0,
                             interval_start=start.isoformat(), interval_end=end.isoformat())
     pipeline.run(source.with_resources("consent_events", "projects"))
     with pipeline.sql_client() as sql:

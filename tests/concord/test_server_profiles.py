@@ -4,7 +4,7 @@ of nothing, a finishing scan and a bulk import in between leave the warehouse eq
 The profiles imitate common backends (see pipelines/concord_pipelines/sandbox/README.md): capped or missing totals, a
 deep-paging limit, rows sharing one instant in an unstable order, a per-key rate limit with a useless
 Retry-After, a project without a scan configured, a date filter on another field, a server that ignores
-`sort`. The runs use the server's clock (no `run_started`), as a scheduled run does.
+`sort`. The runs use the server's clock, as every run does.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ PROFILES = [
 
 
 def _run(export: Export, **overrides: Any) -> RunResult:
-    return export.run(run_started=None, max_retries=3, **overrides)
+    return export.run(max_retries=3, **overrides)
 
 
 def _changes(export: Export) -> None:
@@ -87,7 +87,7 @@ def test_windows_end_at_the_servers_clock_not_the_hosts(make_export, caplog) -> 
     """The sandbox's clock is days behind this host's: cursors follow the server, and the host's clock is named."""
     export = make_export(events=500)
     with caplog.at_level("WARNING"):
-        export.run(run_started=None, lag_seconds=60, resources=["consent_events"])
+        export.run(lag_seconds=60, resources=["consent_events"])
     pipeline = dlt.attach(export.pipeline_name, pipelines_dir=str(export.tmp / "pipelines"))
     cursor = datetime.fromisoformat(pipeline.state["sources"]["concord"]["resources"]["consent_events"]["cursor"])
     server_end = export.now() - timedelta(seconds=60)  # the Date header has whole seconds: at most 1 s later
@@ -96,7 +96,7 @@ def test_windows_end_at_the_servers_clock_not_the_hosts(make_export, caplog) -> 
     export.state.advance_clock(3600)
     export.state.mutate(insert_events=25)
     export.state.advance_clock(120)
-    export.run(run_started=None, lag_seconds=60, resources=["consent_events"])
+    export.run(lag_seconds=60, resources=["consent_events"])
     assert_table_matches(export, "consent_events")  # a host clock ahead would have moved the cursor past these
 
 

@@ -282,7 +282,7 @@ def test_repair_marks_nothing_when_the_server_filters_days_on_another_field(make
     export.run(resources=["consent_events"])
     export.state.update_events(40, seed=6)  # new dateUpdated, old consentDate: days disagree by field
     export.state.advance_clock(60)
-    export.run(resources=["consent_events"], run_started=export.now())
+    export.run(resources=["consent_events"])
     assert_table_matches(export, "consent_events")
     with proxy(export.sandbox.base_url, "consent-date") as server:
         code, out = run_cli(export, "--resources", "consent_events", "--repair", "--deletes", "hard", base_url=server.url)

@@ -16,7 +16,6 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -27,18 +26,16 @@ from concord_pipelines.serve import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SANDBOX_CONFIG = dict(seed=11, events=2000, days=30, now="2026-11-20T12:00:00Z")
-# Every export "runs" at the same instant (an hour after the sandbox's fixed clock), so two exports of
-# the sandbox are identical even across midnight (usage_metrics' day range and is_complete_day).
-RUN_STARTED = datetime(2026, 11, 20, 13, 0, tzinfo=UTC)
 
 
 def export(sb: SandboxServer, *, destination: str = "duckdb", duckdb_path: str | None = None,
            pipelines_dir: str, pipeline_name: str = "concord", **extra: object) -> RunResult:
-    """One full export of the sandbox (lag 0: the sandbox clock is fixed, everything is final)."""
+    """One full export of the sandbox (lag 0: the sandbox clock is fixed, everything is final; the run ends at the
+    server's clock, so two exports of the sandbox are identical even across midnight)."""
     return run_export(RunOptions(organization_id=sb.org_id, api_key=sb.api_key, base_url=sb.base_url,
                                  destination=destination, duckdb_path=duckdb_path, pipelines_dir=pipelines_dir,
                                  pipeline_name=pipeline_name, lag_seconds=0, progress=False,
-                                 run_started=RUN_STARTED, **extra))  # type: ignore[arg-type]
+                                 **extra))  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ from dlt.pipeline.exceptions import PipelineStepFailed
 
 from concord_pipelines.cdr_metrics import settings
 from concord_pipelines.cdr_metrics.config import HolderConfig
-from concord_pipelines.cdr_metrics.source import RunOutcomes, cdr_metrics
+from concord_pipelines.cdr_metrics.source import RunOutcomes, cdr_metrics, run_outcomes
 from concord_pipelines.duckdb_compat import enable_catalog_qualified_names
 from concord_pipelines.errors import ConcurrentRunError, ConfigError, PipelineError
 from concord_pipelines.report import format_table
@@ -112,13 +112,14 @@ def run(
         x_v=x_v,
         x_min_v=x_min_v,
         period=period,
-        outcomes=result.outcomes,
         concurrency=concurrency,
+        log_failures=False,  # the summary reports them
     )
     try:
         pipeline.run(source)
     except PipelineStepFailed as err:
         raise _step_error(err) from None
+    result.outcomes = run_outcomes(pipeline)
     result.after = row_counts(pipeline)
     result.seconds = time.monotonic() - started
     return result

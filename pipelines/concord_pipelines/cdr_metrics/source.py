@@ -6,7 +6,7 @@
 * `snapshots` - one row per holder and request, merged on (data_holder, request_time).
 
 Holders are fetched concurrently (`concurrency`, default 4). A holder whose call fails or whose
-payload breaks its version's schema contributes no rows; the others still load. Failures are recorded in the `outcomes` object the caller passes in.
+payload breaks its version's schema contributes no rows; the others still load. Failures are recorded in the resource's state (`run_outcomes`).
 """
 
 from __future__ import annotations
@@ -77,13 +77,20 @@ class HolderOutcome:
 
 @dataclass
 class RunOutcomes:
-    """Filled while the source extracts: what each holder served or why it failed."""
+    """What each holder served or why it failed, in one run (kept in resource state, see `run_outcomes`)."""
 
     holders: dict[str, HolderOutcome] = field(default_factory=dict)
 
     @property
     def failed(self) -> list[HolderOutcome]:
         return [o for o in self.holders.values() if o.error]
+
+
+def run_outcomes(pipeline: dlt.Pipeline) -> RunOutcomes:
+    """The outcomes the last run of the source left in the pipeline's state."""
+    resources = pipeline.state.get("sources", {}).get(settings.SOURCE_NAME, {}).get("resources", {})
+    saved = resources.get("holder_payloads", {}).get("last_run", {})
+    return RunOutcomes({name: HolderOutcome(**outcome) for name, outcome in saved.items()})
 
 
 def fetch_holder(holder: HolderConfig, x_v: int, x_min_v: int | None, period: str) -> dict[str, Any]:
@@ -182,35 +189,36 @@ def cdr_metrics(
     x_v: int = settings.DEFAULT_X_V,
     x_min_v: int | None = settings.DEFAULT_X_MIN_V,
     period: str = settings.DEFAULT_PERIOD,
-    outcomes: RunOutcomes | None = None,
     concurrency: int = settings.CONCURRENCY,
+    log_failures: bool = True,
 ) -> Sequence[DltResource]:
     """Get Metrics from every configured holder (`[[sources.cdr_metrics.holders]]`).
 
     `credentials` (secrets.toml `[sources.cdr_metrics.credentials.<holder name>]`, keys `token` and/or
     `private_key`) keeps secrets out of `holders`: dlt records resolved config values in its trace,
     secrets it does not. `concurrency` holders are fetched at once, each bounded by its own `timeout`
-    and `retry_budget`, so a hung holder holds up only itself.
+    and `retry_budget`, so a hung holder holds up only itself. What each holder served, or why it failed,
+    is kept in the state of resource `holder_payloads` (`last_run`, read back with `run_outcomes`);
+    failures are logged as warnings unless `log_failures` is false (a caller that reports them itself).
     """
     raw = [asdict(h) if isinstance(h, HolderConfig) else dict(h) for h in holders]
     configs = holders_from_list(with_credentials(raw, credentials or {}))
     check_versions(x_v, x_min_v)
     period = check_period(period)
     workers = min(check_concurrency(concurrency), len(configs))
-    report = outcomes if outcomes is not None else RunOutcomes()
-    # Callers that collect outcomes report failures themselves; otherwise make them visible here.
-    level = logging.INFO if outcomes is not None else logging.WARNING
+    level = logging.WARNING if log_failures else logging.INFO
 
     @dlt.resource(name="holder_payloads", selected=False)
     def holder_payloads() -> Iterator[dict[str, Any]]:
-        for holder in configs:  # summary rows in configuration order, whatever order they finish in
-            report.holders.setdefault(holder.name, HolderOutcome(holder.name))
+        # summary rows in configuration order, whatever order they finish in
+        report = RunOutcomes({holder.name: HolderOutcome(holder.name) for holder in configs})
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cdr-holder") as pool:
             futures = {pool.submit(_fetch_isolated, h, x_v, x_min_v, period): h.name for h in configs}
             for future in as_completed(futures):
                 item = _record(report.holders[futures[future]], future.result(), level)
                 if item is not None:
                     yield item
+        dlt.current.resource_state()["last_run"] = {name: asdict(o) for name, o in report.holders.items()}
 
     @dlt.transformer(
         data_from=holder_payloads,

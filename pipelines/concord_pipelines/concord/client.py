@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -78,7 +78,6 @@ class ResourceStats:
     items: int = 0
     seconds: float = 0.0
     expected: int = 0  # rows the windows read so far said they hold (their first pages' totals): progress only
-    unfinished: bool = False  # this run read a slice of the window; the runner runs again for the rest
     skipped: list[str] = field(default_factory=list)  # projects left out of this resource, and why
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -86,6 +85,21 @@ class ResourceStats:
         with self._lock:
             for name, value in counts.items():
                 setattr(self, name, getattr(self, name) + value)
+
+    def as_state(self) -> dict[str, Any]:
+        """The counters as kept in the resource's dlt state (`last_run`), where summaries read them."""
+        with self._lock:
+            return {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}
+
+    @classmethod
+    def from_state(cls, saved: dict[str, Any]) -> ResourceStats:
+        known = {f.name for f in fields(cls) if not f.name.startswith("_")}
+        return cls(**{k: v for k, v in saved.items() if k in known})
+
+    def merge(self, other: ResourceStats) -> None:
+        """Add another run's counters (a run loaded in several slices reports one line per resource)."""
+        self.add(**{k: v for k, v in other.as_state().items() if k != "skipped"})
+        self.skipped.extend(other.skipped)
 
 
 class GarbageResponse(Exception):

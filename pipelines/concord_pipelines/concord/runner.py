@@ -45,6 +45,7 @@ from concord_pipelines.concord.config_checks import (
 )
 from concord_pipelines.concord.source import (
     concord_source,
+    live_stats,
     parse_interval,
     parse_start_date,
     validate_organization_id,
@@ -52,7 +53,6 @@ from concord_pipelines.concord.source import (
 )
 from concord_pipelines.duckdb_compat import enable_catalog_qualified_names
 from concord_pipelines.errors import ConcurrentRunError, ConfigError, Interrupted, PipelineError
-from concord_pipelines.logs import quiet_arrow_hint_warnings
 from concord_pipelines.memory import limit_malloc_arenas, release_free_memory, use_system_allocator_for_arrow
 from concord_pipelines.progress import make_progress
 from concord_pipelines.report import format_table
@@ -88,7 +88,6 @@ class RunOptions:
     max_retries: int | None = None
     backoff_base: float | None = None
     progress: bool = True
-    run_started: datetime | None = None
     # Interval mode (both or neither, ISO 8601): the date-windowed resources export exactly
     # [interval_start, interval_end) and merge it, leaving their incremental cursors alone.
     interval_start: str | datetime | None = None
@@ -302,6 +301,17 @@ class Checked:
     project_ids: list[str] | None
     pipelines_dir: Path
 
+    def client_options(self) -> ClientOptions:
+        return ClientOptions(self.base_url, self.api_key, self.organization_id, timeout=self.timeout,
+                             max_retries=self.max_retries, backoff_base=self.backoff_base)
+
+    def source_arguments(self) -> dict[str, Any]:
+        """concord_source's arguments for these settings (the caller adds the run's mode)."""
+        return dict(organization_id=self.organization_id, api_key=self.api_key, base_url=self.base_url,
+                    project_ids=self.project_ids, start_date=self.start_date, lookback_seconds=self.lookback,
+                    lag_seconds=self.lag, concurrency=self.concurrency, pii=self.pii, pii_salt=self.pii_salt,
+                    timeout=self.timeout, max_retries=self.max_retries, backoff_base=self.backoff_base)
+
 
 def check_settings(options: RunOptions) -> Checked:
     """One ConfigError line for the first bad setting; nothing on disk exists yet when it is raised."""
@@ -315,7 +325,7 @@ def check_settings(options: RunOptions) -> Checked:
     start_date = options.start_date or _config("start_date")
     with _fix_hint("--start-date or SOURCES__CONCORD__START_DATE"):
         check_start_year(parse_start_date(start_date))
-    parse_interval(options.interval_start, options.interval_end, options.run_started)
+    parse_interval(options.interval_start, options.interval_end)
     pii = _setting(options.pii, "pii", "keep")
     pii_salt = options.pii_salt or _config("pii_salt", secret=True)
     validate_pii(pii, pii_salt)
@@ -358,98 +368,95 @@ def run_export(options: RunOptions, out: IO[str] | None = None) -> RunResult:
     """Run one export; raises PipelineError with a one-line message on anything the user can fix."""
     out = out or sys.stderr
     started = time.monotonic()
-    quiet_arrow_hint_warnings()
     use_system_allocator_for_arrow()
     limit_malloc_arenas()
     options = resolve_names(options)
     checked = check_settings(options)
-    org, api_key, resources, start_date = checked.organization_id, checked.api_key, checked.resources, checked.start_date
-    lookback, lag, pipelines_dir = checked.lookback, checked.lag, checked.pipelines_dir
     destination, duckdb_path = make_destination(options)
     register_dlt_defaults()
-    with exclusive(pipelines_dir / f".{options.pipeline_name}.lock", f"pipeline '{options.pipeline_name}'"), (
+    with exclusive(checked.pipelines_dir / f".{options.pipeline_name}.lock", f"pipeline '{options.pipeline_name}'"), (
         exclusive(Path(duckdb_path + ".lock"), f"DuckDB file {duckdb_path}") if duckdb_path else nullcontext()
-    ), ExitStack() as run_scope:
-        pipeline = open_pipeline(options.pipeline_name, destination, options.dataset, pipelines_dir)
-        if duckdb_path and not Path(duckdb_path).exists() and pipeline.first_run is False:
-            # The warehouse was deleted but local state survived: start over instead of skipping data.
-            pipeline.drop()
-            pipeline = open_pipeline(options.pipeline_name, destination, options.dataset, pipelines_dir)
-        connection_scope = run_scope.enter_context(ExitStack())
-        if duckdb_path:
-            pipeline = with_one_duckdb_connection(pipeline, duckdb_path, connection_scope)
-        stats: dict[str, ResourceStats] = {}
-        base_url, project_ids = checked.base_url, checked.project_ids
-        timeout, max_retries, backoff_base = checked.timeout, checked.max_retries, checked.backoff_base
-        client_options = ClientOptions(base_url, api_key, org, timeout=timeout, max_retries=max_retries, backoff_base=backoff_base)
-        if project_ids:
-            check_project_ids(client_options, project_ids)
-        run_started = options.run_started or server_clock(client_options)
-        concurrency, pii, pii_salt = checked.concurrency, checked.pii, checked.pii_salt
-
-        def source_for(names: list[str], full_refresh: bool) -> Any:
-            return concord_source(
-                organization_id=org,
-                api_key=api_key,
-                base_url=base_url,
-                project_ids=project_ids,
-                start_date=start_date,
-                lookback_seconds=lookback,
-                lag_seconds=lag,
-                concurrency=concurrency,
-                pii=pii,
-                pii_salt=pii_salt,
-                full_refresh=full_refresh,
-                timeout=timeout,
-                max_retries=max_retries,
-                backoff_base=backoff_base,
-                run_started=run_started,
-                stats=stats,
-                interval_start=options.interval_start,
-                interval_end=options.interval_end,
-            ).with_resources(*names)
-
-        tables = [t for r in resources for t in settings.RESOURCE_TABLES[r]]
+    ), ExitStack() as connection_scope:
+        pipeline = _pipeline_for_run(options, destination, duckdb_path, checked.pipelines_dir, connection_scope)
+        if checked.project_ids:
+            check_project_ids(checked.client_options(), checked.project_ids)
+        tables = [t for r in checked.resources for t in settings.RESOURCE_TABLES[r]]
         before = count_rows(pipeline, tables)
-        fmt = "parquet" if options.destination in PARQUET_DESTINATIONS else None
-        loaded: Counter[str] = Counter()
-        load_ids: list[str] = []
         try:
-            with make_progress(stats, out) if options.progress else nullcontext():
-                load_ids += load_pending(pipeline)
-                names, full_refresh = list(resources), options.full_refresh
-                while names:
-                    # A window bigger than `slice_rows` is read one slice per load: each load commits its
-                    # rows and cursor, the next continues from there (the same run_started, no full refresh).
-                    info = pipeline.run(source_for(names, full_refresh), loader_file_format=fmt)
-                    load_ids += info.loads_ids
-                    if pipeline.last_trace.last_normalize_info:
-                        loaded.update(pipeline.last_trace.last_normalize_info.row_counts)
-                    names = [n for n in names if n in stats and stats[n].unfinished]
-                    for name in names:
-                        stats[name].unfinished = False
-                    full_refresh = False
-                    if names and duckdb_path:
-                        # Closing checkpoints the slice into the file and frees DuckDB's buffers, which
-                        # the next slice's fetch would otherwise sit on top of.
-                        connection_scope.close()
-                        release_free_memory()
-                        pipeline = with_one_duckdb_connection(pipeline, duckdb_path, connection_scope)
+            with make_progress(live_stats, out) if options.progress else nullcontext():
+                loads = _load_until_caught_up(pipeline, checked, options, duckdb_path, connection_scope)
         except Exception as err:
             raise translate_failure(err) from err
-        after = count_rows(pipeline, tables)
-        dbt_result = build_models(pipeline, options, duckdb_path, connection_scope, out)
+        after = count_rows(loads.pipeline, tables)
+        dbt_result = build_models(loads.pipeline, options, duckdb_path, connection_scope, out)
     return RunResult(
-        tables=[_table_summary(t, loaded.get(t, 0), before.get(t), after.get(t)) for t in tables],
-        resources=stats,
+        tables=[_table_summary(t, loads.rows.get(t, 0), before.get(t), after.get(t)) for t in tables],
+        resources=loads.resources,
         seconds=time.monotonic() - started,
         destination=options.destination,
         dataset=options.dataset,
         duckdb_path=duckdb_path,
-        load_ids=load_ids,
+        load_ids=loads.load_ids,
         dbt=dbt_result,
         fail_on_dbt_test=_flag(_setting(options.fail_on_dbt_test, "fail_on_dbt_test", False)),
     )
+
+
+def _pipeline_for_run(options: RunOptions, destination: Any, duckdb_path: str | None, pipelines_dir: Path,
+                      connection_scope: ExitStack) -> dlt.Pipeline:
+    pipeline = open_pipeline(options.pipeline_name, destination, options.dataset, pipelines_dir)
+    if duckdb_path and not Path(duckdb_path).exists() and pipeline.first_run is False:
+        # The warehouse was deleted but local state survived: start over instead of skipping data.
+        pipeline.drop()
+        pipeline = open_pipeline(options.pipeline_name, destination, options.dataset, pipelines_dir)
+    return with_one_duckdb_connection(pipeline, duckdb_path, connection_scope) if duckdb_path else pipeline
+
+
+@dataclass
+class Loads:
+    """What the loads of one run did: row counts from dlt's trace, counters from the resources' state."""
+
+    pipeline: dlt.Pipeline
+    rows: Counter[str] = field(default_factory=Counter)
+    resources: dict[str, ResourceStats] = field(default_factory=dict)
+    load_ids: list[str] = field(default_factory=list)
+
+    def add(self, info: Any, names: list[str]) -> None:
+        self.load_ids += info.loads_ids
+        if self.pipeline.last_trace.last_normalize_info:
+            self.rows.update(self.pipeline.last_trace.last_normalize_info.row_counts)
+        for name in names:
+            if saved := _resource_state(self.pipeline, name).get("last_run"):
+                self.resources.setdefault(name, ResourceStats()).merge(ResourceStats.from_state(saved))
+
+
+def _resource_state(pipeline: dlt.Pipeline, name: str) -> dict[str, Any]:
+    return pipeline.state.get("sources", {}).get("concord", {}).get("resources", {}).get(name, {})
+
+
+def _load_until_caught_up(pipeline: dlt.Pipeline, checked: Checked, options: RunOptions, duckdb_path: str | None,
+                          connection_scope: ExitStack) -> Loads:
+    """Pending packages first, then one load per slice until every resource's state says it caught up.
+
+    The source alone reads a big window completely in one load; the CLI asks it for one slice per load,
+    so each load commits its rows and cursor, and holds the memory of one slice.
+    """
+    loads = Loads(pipeline, load_ids=load_pending(pipeline))
+    fmt = "parquet" if options.destination in PARQUET_DESTINATIONS else None
+    names, full_refresh = list(checked.resources), options.full_refresh
+    while names:
+        source = concord_source(**checked.source_arguments(), full_refresh=full_refresh, slices_per_run=1,
+                                interval_start=options.interval_start, interval_end=options.interval_end)
+        loads.add(loads.pipeline.run(source.with_resources(*names), loader_file_format=fmt), names)
+        names = [n for n in names if _resource_state(loads.pipeline, n).get("unfinished")]
+        full_refresh = False
+        if names and duckdb_path:
+            # Closing checkpoints the slice into the file and frees DuckDB's buffers, which the next
+            # slice's fetch would otherwise sit on top of.
+            connection_scope.close()
+            release_free_memory()
+            loads.pipeline = with_one_duckdb_connection(loads.pipeline, duckdb_path, connection_scope)
+    return loads
 
 
 def resolve_names(options: RunOptions) -> RunOptions:
@@ -504,12 +511,6 @@ def load_pending(pipeline: dlt.Pipeline) -> list[str]:
     if not pipeline.list_normalized_load_packages():
         return []
     return list(pipeline.load().loads_ids)
-
-
-def server_clock(client_options: ClientOptions) -> datetime:
-    """The API server's time: every slice of this run ends its windows there, whatever this host's clock says."""
-    with ConcordClient(client_options) as client:
-        return client.server_now()
 
 
 def check_project_ids(client_options: ClientOptions, project_ids: list[str]) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -37,6 +39,7 @@ from concord_pipelines.concord.records import (
 from concord_pipelines.concord.settings import TableSpec
 from concord_pipelines.concord.windows import Window, iso, metric_days, scan_window, slice_end, whole_ms
 from concord_pipelines.errors import ConfigError
+from concord_pipelines.logs import quiet_arrow_hint_warnings
 from concord_pipelines.memory import release_free_memory
 
 # Soft-delete mark of the date-windowed tables. A merge replaces the whole row, so a row the API
@@ -45,9 +48,25 @@ DELETED_COLUMN = "_concord_deleted_at"
 
 log = logging.getLogger(__name__)
 
+# Sources built in this process, newest last: a progress display reads their counters while dlt extracts.
+_LIVE: list[weakref.ref[SourceContext]] = []
+
+
+def live_stats() -> dict[str, ResourceStats]:
+    """Counters of the resources being read now, by resource (the newest source's win): for display only.
+
+    What a run did is kept in each resource's dlt state (`last_run`), which is what summaries read.
+    """
+    merged: dict[str, ResourceStats] = {}
+    _LIVE[:] = [ref for ref in _LIVE if ref() is not None]
+    for ref in _LIVE:
+        if ctx := ref():
+            merged.update(ctx.stats)
+    return merged
+
 
 class SourceContext:
-    """What every resource of one source instance shares: client, options, clock and stats."""
+    """What every resource of one source instance shares: client, options, clock and counters."""
 
     def __init__(
         self,
@@ -55,7 +74,6 @@ class SourceContext:
         *,
         project_ids: Sequence[str] | None,
         initial_start: datetime,
-        run_started: datetime | None,
         lookback: timedelta,
         lag: timedelta,
         pii: PiiMode,
@@ -64,31 +82,35 @@ class SourceContext:
         metrics_per_project: bool,
         metrics_lookback_days: int,
         metrics_initial_days: int,
-        stats: dict[str, ResourceStats],
         slice_rows: int = 0,
+        slices_per_run: int = 0,
         interval: Window | None = None,
     ) -> None:
         self.client = client
         self.configured_projects = list(project_ids) if project_ids else None
         self.initial_start = initial_start
-        self._run_started = run_started
+        self._run_started: datetime | None = None
         self.lookback, self.lag = lookback, lag
         self.pii, self.pii_salt = pii, pii_salt
         self.full_refresh = full_refresh
         self.metrics_per_project = metrics_per_project
         self.metrics_lookback_days = metrics_lookback_days
         self.metrics_initial_days = metrics_initial_days
-        self.stats = stats
-        self.slice_rows = slice_rows
+        self.stats: dict[str, ResourceStats] = {}
+        self.slice_rows, self.slices_per_run = slice_rows, slices_per_run
         # Interval mode (a repair or backfill): date-windowed resources read exactly this window and
         # neither read nor move their cursors; the other resources run incrementally as usual.
         self.interval = interval
         self._projects: list[dict[str, Any]] | None = None
         self.active = 0  # resources of this source being read now
+        _LIVE.append(weakref.ref(self))
 
     @property
     def run_started(self) -> datetime:
-        """When this run's windows end (before `lag`): the server's time, asked once, unless given."""
+        """When this run's windows end (before `lag`): the server's time (its Date header), asked once.
+
+        The server's clock, not this host's: a host clock that runs ahead would move cursors past rows
+        the server has not written yet."""
         if self._run_started is None:
             self._run_started = self.client.server_now()
         return self._run_started
@@ -181,6 +203,7 @@ def _resource(ctx: SourceContext, spec: TableSpec | None, name: str, fn: Callabl
             yield from fn()
         finally:
             stats.add(seconds=time.perf_counter() - started)
+            dlt.current.resource_state(name)["last_run"] = stats.as_state()
             ctx.active -= 1
             if not ctx.active:  # dlt may interleave resources: the last one out ends the HTTP workers
                 ctx.client.idle()
@@ -197,7 +220,15 @@ def _marked(ctx: SourceContext, spec: TableSpec, table: pa.Table) -> Any:
 
 
 def windowed_resource(ctx: SourceContext, spec: TableSpec, key: tuple[str, ...] = ("id",)) -> DltResource:
-    """Resources whose endpoint filters by date: read [cursor - lookback, start - lag) sorted ascending."""
+    """Resources whose endpoint filters by date: read [cursor - lookback, start - lag) sorted ascending.
+
+    A window holding more than `slice_rows` rows is read slice after slice, each slice's end saved as
+    the cursor, so one run of the source reads the whole window whoever runs it. With
+    `slices_per_run`, the resource stops after that many slices and sets `unfinished` in its state:
+    the CLI loads slice by slice that way (each load commits, and memory stays that of one slice).
+    dlt's `incremental` is not used here: it filters rows by a cursor value, which drops rows that share
+    the cursor's instant or arrive late with an old date; the windows re-read a lookback instead.
+    """
 
     def read() -> Iterator[pa.Table]:
         window = ctx.window(spec.name)
@@ -207,20 +238,27 @@ def windowed_resource(ctx: SourceContext, spec: TableSpec, key: tuple[str, ...] 
         query: dict[str, Any] = {"sort": "dateUpdated", "order": "asc"}
         if ctx.configured_projects and spec.name != "compliance_request_events":
             query["projectIds"] = ctx.configured_projects
-        stats = ctx.stats_for(spec.name)
-        first_page = None
-        if ctx.slice_rows:
-            window, first_page = _first_slice(ctx, spec, window, path, query, stats)
-        pages = ctx.client.iter_pages(path, query, stats, key, window, arrow=True, first_page=first_page)
-        if ctx.interval is None and ctx.cursor(spec.name) is not None and window.end >= ctx.run_started - ctx.lag:
-            delivered: set[Any] = set()
-            pages = _noting_keys(pages, key, delivered)
+        stats, state = ctx.stats_for(spec.name), dlt.current.resource_state(spec.name)
+        # The dateUpdated sweep belongs to a catch-up (a cursor existed) that ends at this run's end.
+        sweep = ctx.interval is None and ctx.cursor(spec.name) is not None and window.end >= ctx.run_started - ctx.lag
+        delivered: set[Any] = set()
+        floor, start = ctx.cursor(spec.name), window.start
+        for done in itertools.count(1):
+            part, first_page = Window(start, window.end), None
+            if ctx.slice_rows:
+                part, first_page = _first_slice(ctx, part, path, query, stats, floor)
+            pages = ctx.client.iter_pages(path, query, stats, key, part, arrow=True, first_page=first_page)
+            if sweep:
+                pages = _noting_keys(pages, key, delivered)
             yield from batched_tables((ctx.table(spec, page) for page in pages), settings.ARROW_BATCH_ROWS)
+            if ctx.interval is None:  # an interval run repairs the past: the incremental cursor stays put
+                state["cursor"] = part.end.isoformat()
+            state["unfinished"] = part.end < window.end
+            if not state["unfinished"] or done == ctx.slices_per_run:
+                break
+            floor, start = None, part.end
+        if sweep and not state["unfinished"]:
             yield from _updates_outside(ctx, spec, path, query, key, window, delivered)
-        else:
-            yield from batched_tables((ctx.table(spec, page) for page in pages), settings.ARROW_BATCH_ROWS)
-        if ctx.interval is None:  # an interval run repairs the past: the incremental cursor stays put
-            dlt.current.resource_state(spec.name)["cursor"] = window.end.isoformat()
 
     return _resource(ctx, spec, spec.name, read)
 
@@ -268,9 +306,9 @@ def _item_key(item: dict[str, Any], key: tuple[str, ...]) -> Any:
 
 
 def _first_slice(
-    ctx: SourceContext, spec: TableSpec, window: Window, path: str, query: dict[str, Any], stats: ResourceStats
+    ctx: SourceContext, window: Window, path: str, query: dict[str, Any], stats: ResourceStats, floor: datetime | None
 ) -> tuple[Window, Page | None]:
-    """The part of `window` this run reads (all of it, unless it holds more than `slice_rows`).
+    """The first part of `window` holding at most `slice_rows` rows (all of it when it fits), ending after `floor`.
 
     The window's first page tells its total; when the whole window is read, paging goes on from
     that page, so deciding costs no request (with 50 ms of latency a separate count cost a round).
@@ -285,11 +323,8 @@ def _first_slice(
         rows = ctx.client.count(path, {**query, **part.params()}, stats)
         return ctx.slice_rows + 1 if rows is None else rows  # a part the server no longer counts: assume it is big
 
-    end = slice_end(window, count, ctx.slice_rows, floor=ctx.cursor(spec.name))
-    if end >= window.end:
-        return window, None
-    stats.unfinished = True
-    return Window(window.start, end), None
+    end = slice_end(window, count, ctx.slice_rows, floor=floor)
+    return (window, None) if end >= window.end else (Window(window.start, end), None)
 
 
 def batched_tables(tables: Iterable[pa.Table], min_rows: int) -> Iterator[pa.Table]:
@@ -538,19 +573,26 @@ def concord_source(
     timeout: float = 30.0,
     max_retries: int = 6,
     backoff_base: float = 0.5,
-    run_started: datetime | None = None,
-    stats: dict[str, ResourceStats] | None = None,
     slice_rows: int = settings.SLICE_ROWS,
+    slices_per_run: int = 0,
     max_offset: int = settings.MAX_OFFSET,
     interval_start: str | datetime | None = None,
     interval_end: str | datetime | None = None,
+    allow_external_schedulers: bool = False,
 ) -> list[DltResource]:
     """Concord Privacy API export. Config lives in section `sources.concord` (see README).
 
+    One run of the source loads every resource up to the server's time minus `lag_seconds`, however
+    big (`slice_rows` only splits the reading; `slices_per_run` > 0 stops after that many slices and
+    leaves `unfinished` in the resource's state, for callers that load slice by slice).
     `interval_start`/`interval_end` (both or neither): export exactly the rows of [start, end) of
     the date-windowed resources and merge them, without reading or moving their cursors.
+    `allow_external_schedulers`: without an explicit interval, take it from the scheduler running the
+    source (Airflow's data interval, or dlt's DLT_INTERVAL_START/END), as dlt's incremental does.
     """
-    interval = parse_interval(interval_start, interval_end, run_started or datetime.now(tz=UTC))
+    if interval_start is None and interval_end is None and allow_external_schedulers:
+        interval_start, interval_end = scheduler_interval()
+    interval = parse_interval(interval_start, interval_end)
     options = ClientOptions(
         base_url=base_url,
         api_key=api_key,
@@ -565,7 +607,6 @@ def concord_source(
         ConcordClient(options),
         project_ids=validate_project_ids(project_ids),
         initial_start=parse_start_date(start_date),
-        run_started=run_started,
         lookback=timedelta(seconds=lookback_seconds),
         lag=timedelta(seconds=lag_seconds),
         pii=validate_pii(pii, pii_salt),
@@ -574,12 +615,14 @@ def concord_source(
         metrics_per_project=metrics_per_project,
         metrics_lookback_days=metrics_lookback_days,
         metrics_initial_days=metrics_initial_days,
-        stats=stats if stats is not None else {},
         # An interval is loaded in one piece: slices advance through the cursor, which it leaves alone.
         slice_rows=0 if interval else max(0, slice_rows),
+        slices_per_run=max(0, slices_per_run),
         interval=interval,
     )
-    return build_resources(ctx)
+    resources = build_resources(ctx)
+    quiet_arrow_hint_warnings({r.name for r in resources})
+    return resources
 
 
 def validate_pii(mode: str, salt: str | None) -> PiiMode:
@@ -644,6 +687,16 @@ def parse_interval(
     if last > (now or datetime.now(tz=UTC)):
         raise ConfigError(f"--end {iso(last)} is in the future: give an end on or before now")
     return Window(first, last)
+
+
+def scheduler_interval() -> tuple[datetime | None, datetime | None]:
+    """The data interval of the scheduler running this process (dlt's own detection: DLT_INTERVAL_START/END,
+    then Airflow's task context), or (None, None) outside one."""
+    from dlt.common.configuration.container import Container
+    from dlt.extract.incremental.context import TimeIntervalContext
+
+    found = Container()[TimeIntervalContext].interval
+    return (found.start, found.end) if found else (None, None)
 
 
 def _interval_bound(value: str | datetime, flag: str) -> datetime:

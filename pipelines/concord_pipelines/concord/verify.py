@@ -395,7 +395,7 @@ def _repair(setup: _Setup, client: ConcordClient, result: VerifyResult, cutoffs:
     for resource in sorted({d.resource for d in differing}):
         for interval in merged_windows([d.window for d in differing if d.resource == resource]):
             loaded = run_export(replace(setup.run, resources=[resource], interval_start=interval.start,
-                                        interval_end=interval.end, progress=False, run_started=None))
+                                        interval_end=interval.end, progress=False))
             result.reloaded[resource] = result.reloaded.get(resource, 0) + sum(t.loaded for t in loaded.tables)
     with setup.locked():
         pipeline = setup.pipeline()
