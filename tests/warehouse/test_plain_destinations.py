@@ -1,0 +1,86 @@
+"""`concord_source()` and `cdr_metrics_source()` composed into plain dlt pipelines, one `run()` each, on every
+destination the project claims: each leaves the destination equal to the sandbox's truth, with a first load
+bigger than `slice_rows`, and no thread left running afterwards."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import dlt
+import pytest
+
+from concord_pipelines import cdr_metrics_source, concord_source
+from concord_pipelines.concord import settings
+from concord_pipelines.sandbox import SandboxServer
+from concord_pipelines.sandbox.cdr_holder import CdrHolderServer, HolderState
+from tests.cdr_metrics.conftest import holder_config
+from tests.concord.conftest import SOURCE_TABLES, _key, expected_rows
+
+
+def _no_new_threads(before: set[threading.Thread]) -> None:
+    leaked = [t.name for t in threading.enumerate() if t not in before and t.is_alive()]
+    assert not leaked, f"threads left running: {leaked}"
+
+
+def _keys_in(pipeline: dlt.Pipeline, table: str) -> list[Any]:
+    spec = settings.ALL_TABLE_SPECS[table]
+    with pipeline.sql_client() as sql:
+        with sql.execute_query(f"SELECT * FROM {sql.make_qualified_table_name(table)}") as cursor:
+            names = [d[0] for d in cursor.description]
+            return [_key(spec, dict(zip(names, row, strict=True))) for row in cursor.fetchall()]
+
+
+def assert_equals_truth(pipeline: dlt.Pipeline, sandbox: SandboxServer) -> None:
+    for table in SOURCE_TABLES:
+        keys = _keys_in(pipeline, table)
+        expected = expected_rows(SimpleNamespace(state=sandbox.state), table)  # type: ignore[arg-type]
+        assert len(keys) == len(set(keys)), f"{table}: duplicate keys"
+        assert set(keys) == set(expected), f"{table}: {len(set(expected) - set(keys))} missing, {len(set(keys) - set(expected))} extra"
+
+
+@pytest.fixture
+def concord_args(sandbox: SandboxServer) -> dict[str, Any]:
+    return dict(organization_id=sandbox.org_id, api_key=sandbox.api_key, base_url=sandbox.base_url, lag_seconds=0,
+                slice_rows=400)
+
+
+def test_concord_source_into_duckdb_in_one_run(sandbox: SandboxServer, concord_args: dict[str, Any], tmp_path: Path) -> None:
+    before = set(threading.enumerate())
+    pipeline = dlt.pipeline("plain_duckdb", destination=dlt.destinations.duckdb(str(tmp_path / "plain.duckdb")),
+                            dataset_name="concord_plain", pipelines_dir=str(tmp_path / "dlt"))
+    pipeline.run(concord_source(**concord_args))
+    assert_equals_truth(pipeline, sandbox)
+    _no_new_threads(before)
+
+
+@pytest.mark.postgres
+def test_concord_source_into_postgres_in_one_run(sandbox: SandboxServer, postgres_server: Any, concord_args: dict[str, Any],
+                                                 tmp_path: Path) -> None:
+    before = set(threading.enumerate())
+    pipeline = dlt.pipeline("plain_postgres", destination=dlt.destinations.postgres(postgres_server.url),
+                            dataset_name="concord_plain", pipelines_dir=str(tmp_path / "dlt"))
+    pipeline.run(concord_source(**concord_args))
+    pipeline.run(concord_source(**concord_args))  # a second run changes nothing
+    assert_equals_truth(pipeline, sandbox)
+    _no_new_threads(before)
+
+
+@pytest.fixture
+def holders() -> Iterator[list[CdrHolderServer]]:
+    with CdrHolderServer(HolderState(name="bank")) as bank, CdrHolderServer(HolderState(name="energy")) as energy:
+        yield [bank, energy]
+
+
+def test_cdr_metrics_source_into_duckdb_in_one_run(holders: list[CdrHolderServer], tmp_path: Path) -> None:
+    before = set(threading.enumerate())
+    pipeline = dlt.pipeline("plain_cdr", destination=dlt.destinations.duckdb(str(tmp_path / "cdr.duckdb")),
+                            dataset_name="cdr_plain", pipelines_dir=str(tmp_path / "dlt"))
+    pipeline.run(cdr_metrics_source(holders=[holder_config(h, h.state.name) for h in holders]))
+    with pipeline.sql_client() as sql:
+        rows = sql.execute_sql(f"SELECT data_holder, count(*) FROM {sql.make_qualified_table_name('snapshots')} GROUP BY 1")
+    assert sorted(rows) == [("bank", 1), ("energy", 1)]
+    _no_new_threads(before)
