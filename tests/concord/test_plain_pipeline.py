@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import warnings
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import dlt
 import pytest
 
 from concord_pipelines import concord_source
-from tests.concord.conftest import Export, assert_warehouse_matches
+from tests.concord.conftest import Export, as_utc, assert_warehouse_matches
 
 
 def plain_run(export: Export, tmp_path: Path, **arguments: Any) -> dlt.Pipeline:
@@ -75,3 +76,19 @@ def test_slices_per_run_stops_early_and_says_so_in_state(make_export, tmp_path: 
         assert runs < 20
     assert runs >= 2000 // 300 // slices_per_run
     assert_warehouse_matches(export)
+
+
+def test_allow_external_schedulers_takes_the_schedulers_interval(make_export, tmp_path: Path, monkeypatch) -> None:
+    """dlt's scheduler interval (Airflow's data interval inside a task; DLT_INTERVAL_START/END here) is honoured
+    only when asked for, exactly as dlt's own `incremental(allow_external_schedulers=True)`."""
+    export = make_export(events=1200)
+    start, end = export.now() - timedelta(days=6), export.now() - timedelta(days=5)
+    monkeypatch.setenv("DLT_INTERVAL_START", start.isoformat())
+    monkeypatch.setenv("DLT_INTERVAL_END", end.isoformat())
+    pipeline = plain_run(export, tmp_path, allow_external_schedulers=True)
+    ids = {row["id"] for row in export.rows("consent_events")}
+    assert ids == {e["id"] for e in export.state.truth("consent-events") if start <= as_utc(e["dateUpdated"]) < end}
+    assert ids and "cursor" not in resource_state(pipeline, "consent_events")  # a repair leaves the cursor alone
+    pipeline = plain_run(export, tmp_path)  # without the flag the environment's interval is ignored
+    assert_warehouse_matches(export)
+    assert resource_state(pipeline, "consent_events")["cursor"]
