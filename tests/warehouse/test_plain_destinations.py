@@ -28,10 +28,9 @@ def _no_new_threads(before: set[threading.Thread]) -> None:
 
 def _keys_in(pipeline: dlt.Pipeline, table: str) -> list[Any]:
     spec = settings.ALL_TABLE_SPECS[table]
-    with pipeline.sql_client() as sql:
-        with sql.execute_query(f"SELECT * FROM {sql.make_qualified_table_name(table)}") as cursor:
-            names = [d[0] for d in cursor.description]
-            return [_key(spec, dict(zip(names, row, strict=True))) for row in cursor.fetchall()]
+    with pipeline.sql_client() as sql, sql.execute_query(f"SELECT * FROM {sql.make_qualified_table_name(table)}") as cursor:
+        names = [d[0] for d in cursor.description]
+        return [_key(spec, dict(zip(names, row, strict=True))) for row in cursor.fetchall()]
 
 
 def assert_equals_truth(pipeline: dlt.Pipeline, sandbox: SandboxServer) -> None:

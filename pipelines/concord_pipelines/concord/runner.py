@@ -12,7 +12,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -31,6 +31,7 @@ from concord_pipelines.concord.client import (
     check_api_key,
     check_base_url,
 )
+from concord_pipelines.concord.config import resolve_settings
 from concord_pipelines.concord.config_checks import (
     MAX_WINDOW_SECONDS,
     check_duckdb_file,
@@ -145,21 +146,6 @@ def resolve_resources(names: list[str] | None) -> list[str]:
     return settings.resolve_resource_names(names, "--resources / SOURCES__CONCORD__RESOURCES")
 
 
-def _config(key: str, secret: bool = False) -> Any:
-    provider = dlt.secrets if secret else dlt.config
-    try:
-        return provider.get(f"sources.concord.{key}")
-    except Exception:  # a malformed config file must not hide the real error
-        return None
-
-
-def _setting(explicit: Any, key: str, default: Any, secret: bool = False) -> Any:
-    if explicit is not None:
-        return explicit
-    value = _config(key, secret)
-    return default if value is None else value
-
-
 class _DltDefaults(DictionaryProvider):
     NAME = "concord performance defaults"
 
@@ -205,7 +191,7 @@ def duckdb_open_error(path: str, err: Exception) -> PipelineError:
 def make_destination(options: RunOptions) -> tuple[Any, str | None]:
     name = options.destination
     if name == "duckdb":
-        path = Path(options.duckdb_path or _config("duckdb_path") or "concord.duckdb").expanduser().resolve()
+        path = Path(options.duckdb_path or "concord.duckdb").expanduser().resolve()
         _check_writable(path)
         enable_catalog_qualified_names()
         return dlt.destinations.duckdb(credentials=str(path)), str(path)
@@ -302,8 +288,8 @@ class Checked:
     pipelines_dir: Path
 
     def client_options(self) -> ClientOptions:
-        return ClientOptions(self.base_url, self.api_key, self.organization_id, timeout=self.timeout,
-                             max_retries=self.max_retries, backoff_base=self.backoff_base)
+        return ClientOptions(self.base_url, self.api_key, self.organization_id, concurrency=self.concurrency,
+                             timeout=self.timeout, max_retries=self.max_retries, backoff_base=self.backoff_base)
 
     def source_arguments(self) -> dict[str, Any]:
         """concord_source's arguments for these settings (the caller adds the run's mode)."""
@@ -317,38 +303,37 @@ def check_settings(options: RunOptions) -> Checked:
     """One ConfigError line for the first bad setting; nothing on disk exists yet when it is raised."""
     check_pipeline_name(options.pipeline_name or "")
     with _fix_hint("--org or SOURCES__CONCORD__ORGANIZATION_ID"):
-        org = validate_organization_id(options.organization_id or _config("organization_id"))
-    api_key = options.api_key or _config("api_key", secret=True)
+        org = validate_organization_id(options.organization_id)
+    api_key = options.api_key
     if not api_key:
         raise ConfigError("no API key: set SOURCES__CONCORD__API_KEY or api_key in .dlt/secrets.toml ([sources.concord])")
-    resources = resolve_resources(options.resources or _config("resources"))
-    start_date = options.start_date or _config("start_date")
+    resources = resolve_resources(options.resources)
+    start_date = options.start_date
     with _fix_hint("--start-date or SOURCES__CONCORD__START_DATE"):
         check_start_year(parse_start_date(start_date))
     parse_interval(options.interval_start, options.interval_end)
-    pii = _setting(options.pii, "pii", "keep")
-    pii_salt = options.pii_salt or _config("pii_salt", secret=True)
+    pii, pii_salt = str(options.pii), options.pii_salt
     validate_pii(pii, pii_salt)
     check_pii_salt(pii, pii_salt)
     return Checked(
         organization_id=org,
         api_key=check_api_key(str(api_key)),
-        base_url=check_base_url(str(_setting(options.base_url, "base_url", settings.DEFAULT_BASE_URL))),
+        base_url=check_base_url(str(options.base_url)),
         resources=resources,
         start_date=start_date,
-        lookback=whole_number(_setting(options.lookback_seconds, "lookback_seconds", settings.DEFAULT_LOOKBACK_SECONDS),
+        lookback=whole_number(options.lookback_seconds,
                               "lookback_seconds", "--lookback-seconds", 0, MAX_WINDOW_SECONDS),
-        lag=whole_number(_setting(options.lag_seconds, "lag_seconds", settings.DEFAULT_LAG_SECONDS),
+        lag=whole_number(options.lag_seconds,
                          "lag_seconds", "--lag-seconds", 0, MAX_WINDOW_SECONDS),
-        concurrency=whole_number(_setting(options.concurrency, "concurrency", settings.DEFAULT_CONCURRENCY),
+        concurrency=whole_number(options.concurrency,
                                  "concurrency", "--concurrency", 1, 256),
-        timeout=seconds(_setting(options.timeout, "timeout", 30.0), "timeout", None, 0, positive=True),
-        max_retries=whole_number(_setting(options.max_retries, "max_retries", 6), "max_retries", None, 0, 100),
-        backoff_base=seconds(_setting(options.backoff_base, "backoff_base", 0.5), "backoff_base", None, 0),
+        timeout=seconds(options.timeout, "timeout", None, 0, positive=True),
+        max_retries=whole_number(options.max_retries, "max_retries", None, 0, 100),
+        backoff_base=seconds(options.backoff_base, "backoff_base", None, 0),
         pii=pii,
         pii_salt=pii_salt,
-        project_ids=options.project_ids or _config("project_ids"),
-        pipelines_dir=check_pipelines_dir(str(options.pipelines_dir or _config("pipelines_dir") or get_dlt_pipelines_dir())),
+        project_ids=options.project_ids,
+        pipelines_dir=check_pipelines_dir(str(options.pipelines_dir or get_dlt_pipelines_dir())),
     )
 
 
@@ -398,7 +383,7 @@ def run_export(options: RunOptions, out: IO[str] | None = None) -> RunResult:
         duckdb_path=duckdb_path,
         load_ids=loads.load_ids,
         dbt=dbt_result,
-        fail_on_dbt_test=_flag(_setting(options.fail_on_dbt_test, "fail_on_dbt_test", False)),
+        fail_on_dbt_test=bool(options.fail_on_dbt_test),
     )
 
 
@@ -460,20 +445,18 @@ def _load_until_caught_up(pipeline: dlt.Pipeline, checked: Checked, options: Run
 
 
 def resolve_names(options: RunOptions) -> RunOptions:
-    """Destination, dataset and pipeline name: flag, else dlt config/env ([sources.concord]), else default."""
-    return replace(
-        options,
-        destination=canonical_destination(str(_setting(options.destination, "destination", "duckdb"))),
-        dataset=_setting(options.dataset, "dataset", settings.DEFAULT_DATASET),
-        pipeline_name=_setting(options.pipeline_name, "pipeline_name", settings.DEFAULT_PIPELINE_NAME),
-    )
+    """Every setting of the run: the option when given, else dlt's config ([sources.concord], env), else the
+    default declared in concord.config: the one place settings are resolved, for the CLI and the DAG alike."""
+    resolved = resolve_settings({f.name: getattr(options, f.name) for f in fields(options)})
+    values = {f.name: getattr(resolved, f.name) for f in fields(options) if hasattr(resolved, f.name)}
+    return replace(options, **{**values, "destination": canonical_destination(str(resolved.destination))})
 
 
 def build_models(pipeline: dlt.Pipeline, options: RunOptions, duckdb_path: str | None, connection_scope: ExitStack,
                  out: IO[str]) -> DbtResult | None:
     """dbt build of the bundled project after a successful load (concord_pipelines.dbt_runner); a failing test or
     model is reported in the summary and never undoes the load. Off with --no-dbt or dbt = false."""
-    if not _flag(_setting(options.dbt, "dbt", True)):
+    if not options.dbt:
         return None
     from concord_pipelines import dbt_runner
 
@@ -490,11 +473,6 @@ def build_models(pipeline: dlt.Pipeline, options: RunOptions, duckdb_path: str |
     except Exception as err:  # the data is loaded; say why the models are missing and go on
         log.warning("dbt build not run: %s", _first_line(err))
         return None
-
-
-def _flag(value: Any) -> bool:
-    """A boolean setting from a flag, TOML (a bool) or an env var (a string)."""
-    return value if isinstance(value, bool) else str(value).strip().lower() in ("1", "true", "yes", "on")
 
 
 def load_pending(pipeline: dlt.Pipeline) -> list[str]:

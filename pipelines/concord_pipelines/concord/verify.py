@@ -28,16 +28,14 @@ from concord_pipelines.concord.client import ClientOptions, ConcordClient, Resou
 from concord_pipelines.concord.records import to_utc
 from concord_pipelines.concord.runner import (
     RunOptions,
-    _config,
     _first_line,
-    _setting,
+    check_settings,
     exclusive,
     make_destination,
     resolve_names,
-    resolve_resources,
     run_export,
 )
-from concord_pipelines.concord.source import DELETED_COLUMN, REQUEST_EVENT_KEY, validate_organization_id
+from concord_pipelines.concord.source import DELETED_COLUMN, REQUEST_EVENT_KEY
 from concord_pipelines.concord.windows import Window, iso
 from concord_pipelines.errors import ApiError, ConfigError, PipelineError
 from concord_pipelines.report import format_table
@@ -186,30 +184,17 @@ def _setup(options: VerifyOptions) -> _Setup:
     if options.deletes not in ("soft", "hard"):
         raise ConfigError(f"unknown --deletes {options.deletes!r}: use soft (mark {DELETED_COLUMN}) or hard (delete the rows)")
     run = resolve_names(options.run)
-    org = validate_organization_id(run.organization_id or _config("organization_id"))
-    api_key = run.api_key or _config("api_key", secret=True)
-    if not api_key:
-        raise ConfigError("no API key: set SOURCES__CONCORD__API_KEY or api_key in .dlt/secrets.toml ([sources.concord])")
-    resources = [r for r in resolve_resources(run.resources or _config("resources")) if r in WINDOWED_SPECS]
+    checked = check_settings(run)
+    resources = [r for r in checked.resources if r in WINDOWED_SPECS]
     if not resources:
         raise ConfigError(f"verify checks the date-windowed resources: pass --resources with {', '.join(WINDOWED_SPECS)}")
     now = options.now or datetime.now(tz=UTC)
     since = _parse_since(options.since, now)
-    lag = timedelta(seconds=int(_setting(run.lag_seconds, "lag_seconds", settings.DEFAULT_LAG_SECONDS)))
     destination, duckdb_path = make_destination(run)
     if duckdb_path and not Path(duckdb_path).exists():
         raise ConfigError(f"nothing to verify: {duckdb_path} does not exist; run `concord-pipeline run` first or fix --duckdb-path")
-    client_options = ClientOptions(
-        base_url=_setting(run.base_url, "base_url", settings.DEFAULT_BASE_URL),
-        api_key=api_key,
-        organization_id=org,
-        concurrency=int(_setting(run.concurrency, "concurrency", settings.DEFAULT_CONCURRENCY)),
-        timeout=float(_setting(run.timeout, "timeout", 30.0)),
-        max_retries=int(_setting(run.max_retries, "max_retries", 6)),
-        backoff_base=float(_setting(run.backoff_base, "backoff_base", 0.5)),
-    )
-    return _Setup(options, run, client_options, destination, duckdb_path, run.pipelines_dir or _config("pipelines_dir"),
-                  run.project_ids or _config("project_ids"), resources, since, now, lag)
+    return _Setup(options, run, checked.client_options(), destination, duckdb_path, str(checked.pipelines_dir),
+                  checked.project_ids, resources, since, now, timedelta(seconds=checked.lag))
 
 
 def _parse_since(value: str | None, now: datetime) -> datetime:
