@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from concord_pipelines.concord import settings
-from concord_pipelines.concord.tabledoc import GRAIN, NOTES, resource_of
+from concord_pipelines.concord.tabledoc import resource_of
 
 PROJECT_DIR = Path(__file__).resolve().parent / "dbt" / "concord"
 STAGING_DIR = PROJECT_DIR / "models" / "staging"
@@ -95,12 +95,12 @@ def staging_name(column: str) -> str:
 def concord_tables() -> list[Table]:
     out = []
     for name, spec in settings.ALL_TABLE_SPECS.items():
-        grain = GRAIN.get(name, "one row per item")
+        grain = spec.grain
         text = (f"{grain[0].upper()}{grain[1:]}. Key: {', '.join(spec.primary_key)}"
                 + (f"; newest wins by {spec.dedup_sort}" if spec.dedup_sort else "")
                 + f". Filled by GET {spec.endpoint} (resource {resource_of(name)}).")
-        if name in NOTES:
-            text += " " + NOTES[name].replace("`", "")
+        if spec.note:
+            text += " " + spec.note.replace("`", "")
         fresh = FRESHNESS.get(name, USAGE_FRESHNESS if name.startswith("usage_") else None)
         out.append(Table("concord", name, spec.primary_key, dict(spec.columns), text, fresh))
     return out

@@ -83,10 +83,13 @@ class TableSpec:
     endpoint: str = ""
     windowed: bool = False  # the endpoint accepts startDate/endDate and sort=dateUpdated
     extra: dict[str, str] = field(default_factory=dict)
+    grain: str = "one row per item"  # what one row is (README and dbt docs)
+    note: str = ""  # anything else a reader of the table must know
 
 
 PROJECTS = TableSpec(
     name="projects",
+    grain='one row per project',
     primary_key=("id",),
     endpoint="/organizations/{org}/projects",
     dedup_sort="date_updated",
@@ -107,6 +110,7 @@ PROJECTS = TableSpec(
 
 CONSENT_EVENTS = TableSpec(
     name="consent_events",
+    grain='one row per consent event (latest version)',
     primary_key=("id",),
     endpoint="/organizations/{org}/consent-events",
     dedup_sort="version",
@@ -136,6 +140,7 @@ CONSENT_EVENTS = TableSpec(
 
 CONSENT_TYPES = TableSpec(
     name="consent_types",
+    grain='one row per consent type',
     primary_key=("id",),
     endpoint="/organizations/{org}/projects/{project}/consent-types",
     dedup_sort="date_updated",
@@ -161,6 +166,7 @@ CONSENT_TYPES = TableSpec(
 
 COMPLIANCE_REQUESTS = TableSpec(
     name="compliance_requests",
+    grain='one row per compliance request (latest status)',
     primary_key=("id",),
     endpoint="/organizations/{org}/compliance-requests",
     dedup_sort="date_updated",
@@ -196,6 +202,8 @@ COMPLIANCE_REQUESTS = TableSpec(
 
 COMPLIANCE_REQUEST_EVENTS = TableSpec(
     name="compliance_request_events",
+    grain='one row per status change of a request',
+    note='The API gives these events no id; the key is the request, the event and its time.',
     # The API gives these events no id: a request's event of one kind at one instant is one row.
     primary_key=("compliance_request_id", "event", "date_created"),
     endpoint="/organizations/{org}/compliance-requests-events",
@@ -214,6 +222,7 @@ COMPLIANCE_REQUEST_EVENTS = TableSpec(
 
 TRACKER_SCAN_CONFIGS = TableSpec(
     name="tracker_scan_configs",
+    grain='one row per project (its scan schedule)',
     primary_key=("project_id",),
     endpoint="/organizations/{org}/projects/{project}/tracker-scan-history",
     columns={
@@ -241,6 +250,8 @@ SCAN_CATEGORIES = (
 
 TRACKER_SCANS = TableSpec(
     name="tracker_scans",
+    grain='one row per scan (`scanHistory` entry)',
+    note='Unfinished scans (e.g. `running`) are read again on every run until they finish.',
     primary_key=("project_id", "scan_date"),
     endpoint=TRACKER_SCAN_CONFIGS.endpoint,
     columns={
@@ -261,6 +272,7 @@ TRACKER_SCANS = TableSpec(
 
 DATA_SYSTEMS = TableSpec(
     name="data_systems",
+    grain='one row per data system',
     primary_key=("id",),
     endpoint="/organizations/{org}/data-systems",
     dedup_sort="date_updated",
@@ -279,6 +291,7 @@ DATA_SYSTEMS = TableSpec(
 
 REGIONS = TableSpec(
     name="regions",
+    grain='one row per consent region of a project (banner settings flattened into `banner__*`)',
     primary_key=("id",),
     endpoint="/organizations/{org}/projects/{project}/regions",
     dedup_sort="date_updated",
@@ -308,6 +321,8 @@ _DAY_KEY = {"organization_id": TEXT, "date": DATE, "project_id": TEXT}
 
 USAGE_DAILY = TableSpec(
     name="usage_daily",
+    grain='one row per UTC day (and project, when `metrics_per_project`)',
+    note="`project_id` is `''` for organization-wide numbers. The current (partial) day has `is_complete_day = false` and is refreshed by the next run.",
     primary_key=("organization_id", "date", "project_id"),
     endpoint=METRICS_ENDPOINT,
     columns={
@@ -330,9 +345,10 @@ USAGE_DAILY = TableSpec(
 )
 
 
-def _breakdown(name: str, *dims: str) -> TableSpec:
+def _breakdown(name: str, grain: str, *dims: str) -> TableSpec:
     return TableSpec(
         name=name,
+        grain=grain,
         primary_key=("organization_id", "date", "project_id", *dims),
         endpoint=METRICS_ENDPOINT,
         columns={**_DAY_KEY, **dict.fromkeys(dims, TEXT), "count": BIGINT},
@@ -340,12 +356,12 @@ def _breakdown(name: str, *dims: str) -> TableSpec:
 
 
 USAGE_BREAKDOWNS = {
-    "browser": _breakdown("usage_browser_daily", "browser"),
-    "os": _breakdown("usage_os_daily", "os"),
-    "geography": _breakdown("usage_geography_daily", "source", "country"),
-    "category": _breakdown("usage_category_daily", "category", "state"),
-    "compliance_status": _breakdown("usage_compliance_status_daily", "request_type", "status"),
-    "compliance_type": _breakdown("usage_compliance_type_daily", "request_type"),
+    "browser": _breakdown("usage_browser_daily", 'one row per day, project and browser', "browser"),
+    "os": _breakdown("usage_os_daily", 'one row per day, project and OS', "os"),
+    "geography": _breakdown("usage_geography_daily", 'one row per day, project, source (`consent_events`/`compliance_requests`) and country', "source", "country"),
+    "category": _breakdown("usage_category_daily", 'one row per day, project, consent category and state (`total` when the API gives a bare count)', "category", "state"),
+    "compliance_status": _breakdown("usage_compliance_status_daily", "one row per day, project, request type (`''` = all types) and status", "request_type", "status"),
+    "compliance_type": _breakdown("usage_compliance_type_daily", 'one row per day, project and request type', "request_type"),
 }
 
 # Resource names accepted by --resources, with the tables each one fills.
