@@ -172,7 +172,7 @@ class ConcordClient:
     def __init__(self, options: ClientOptions) -> None:
         self.options = options
         self.base_url = check_base_url(options.base_url).rstrip("/")
-        self._http = httpx.Client(
+        self._http_settings: dict[str, Any] = dict(
             base_url=self.base_url,
             headers={
                 "x-api-key": check_api_key(options.api_key),
@@ -190,12 +190,21 @@ class ConcordClient:
         # request, holding the slot through decoding cost ~25% of the throughput).
         self.pace = AdaptivePace(options.concurrency)
         self._clock_offset: float | None = None  # server time minus host time, from the last `Date` header
-        self._pool: ThreadPoolExecutor | None = None  # started on first use, ended by `idle()` / `close()`
+        # Both opened on first use and closed by `idle()`: a source that is built but never run, or has
+        # finished, holds no thread and no connection.
+        self._pool: ThreadPoolExecutor | None = None
+        self._connections: httpx.Client | None = None
         self._pool_lock = threading.Lock()
+
+    @property
+    def _http(self) -> httpx.Client:
+        with self._pool_lock:
+            if self._connections is None:
+                self._connections = httpx.Client(**self._http_settings)
+            return self._connections
 
     def close(self) -> None:
         self.idle()
-        self._http.close()
 
     def __enter__(self) -> ConcordClient:
         return self
@@ -274,11 +283,15 @@ class ConcordClient:
             return self._pool.submit(fn, *args)
 
     def idle(self) -> None:
-        """End the worker threads (a later request starts them again): no thread outlives a run."""
+        """End the worker threads and close the connections (a later request opens them again): nothing
+        outlives a run."""
         with self._pool_lock:
             pool, self._pool = self._pool, None
+            connections, self._connections = self._connections, None
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
+        if connections is not None:
+            connections.close()
 
     # -- the server's clock ------------------------------------------------------------------
 
