@@ -9,7 +9,7 @@ table is generated from `SETTINGS` (python -m concord_pipelines.concord.tabledoc
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any, get_args, get_origin
+from typing import Any, get_args, get_origin
 
 import dlt
 from dlt.common.configuration import configspec
@@ -101,17 +101,16 @@ def resolve_settings(overrides: Mapping[str, Any]) -> ConcordSettings:
 
 
 def _configured(name: str, hint: Any) -> Any:
-    provider = dlt.secrets if name in SECRETS else dlt.config
+    key = ".".join((*SECTIONS, name))
+    if name in SECRETS:  # no type: dlt then keeps the value out of its trace, as a secret
+        return dlt.secrets.get(key)
     wanted = next(a for a in get_args(hint) if a is not type(None)) if is_optional_type(hint) else hint
-    if get_origin(wanted) is Annotated:  # a secret: str marked as such
-        wanted = get_args(wanted)[0]
     wanted = get_origin(wanted) or wanted  # list[str] -> list: dlt parses the JSON/TOML list
     try:
-        return provider.get(".".join((*SECTIONS, name)), wanted)
+        return dlt.config.get(key, wanted)
     except ConfigValueCannotBeCoercedException as err:
-        kind = KINDS.get(wanted, "text")
-        raise ConfigError(f"SOURCES__CONCORD__{name.upper()} ({name} in .dlt/config.toml) must be {kind}, "
-                          f"not {err.field_value!r}") from None
+        raise ConfigError(f"SOURCES__CONCORD__{name.upper()} ({name} in .dlt/config.toml) must be "
+                          f"{KINDS.get(wanted, 'text')}, not {err.field_value!r}") from None
 
 
 KINDS = {bool: "true or false", int: "a whole number", float: "a number of seconds (without unit)",
