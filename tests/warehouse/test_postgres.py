@@ -23,7 +23,7 @@ from tests.warehouse.truth import MARTS, assert_view_matches
 
 pytestmark = pytest.mark.postgres
 
-DATASET = "concord"
+DATASET = settings.DEFAULT_DATASET
 # Differ between two loads of the same data by design: dlt's load bookkeeping and fetch times.
 VOLATILE_COLUMNS = {"fetched_at"}
 
