@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 # Table formats a destination writes on request (dlt's `table_format` hint), and the package each needs.
 TABLE_FORMAT_DESTINATIONS = {"filesystem": ("delta", "iceberg"), "athena": ("iceberg",)}
 TABLE_FORMAT_PACKAGES = {"delta": "deltalake", "iceberg": "pyiceberg"}
+INSTALL_HINTS = {"delta": "pip install 'concord-pipelines[filesystem]'", "iceberg": "pip install 'dlt[pyiceberg]==1.31.0'"}
 
 
 def check_merges(destination: Any, name: str, table_format: str | None) -> None:
@@ -27,7 +28,7 @@ def check_merges(destination: Any, name: str, table_format: str | None) -> None:
         module = TABLE_FORMAT_PACKAGES[table_format]
         if importlib.util.find_spec(module) is None:
             raise ConfigError(f"--destination {name} writes {table_format} tables, which needs the {module} package: "
-                              f"pip install 'concord-pipelines[filesystem]' (or dlt[{module}])")
+                              f"{INSTALL_HINTS[table_format]}")
     try:
         caps = destination.capabilities()
     except Exception as err:  # reported by the run itself, with its step

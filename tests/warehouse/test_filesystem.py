@@ -3,6 +3,7 @@ everything) leave one row per id in delta tables; a destination that cannot merg
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -70,3 +71,14 @@ def test_table_format_from_config_must_be_known(sandbox, tmp_path: Path) -> None
                        "DESTINATION__FILESYSTEM__BUCKET_URL": (tmp_path / "lake").as_uri()}, cwd=tmp_path)
     assert run.returncode == 2
     assert run.stderr.strip().splitlines()[-1].startswith("error: unknown table format 'parquet'")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("pyiceberg") is not None, reason="pyiceberg is installed here")
+def test_iceberg_without_pyiceberg_names_the_install(sandbox, tmp_path: Path) -> None:
+    run = concord("run", "--destination", "filesystem", "--table-format", "iceberg", "--org", sandbox.org_id,
+                  "--base-url", sandbox.base_url, "--pipelines-dir", str(tmp_path / "pipelines"),
+                  env={"SOURCES__CONCORD__API_KEY": sandbox.api_key,
+                       "DESTINATION__FILESYSTEM__BUCKET_URL": (tmp_path / "lake").as_uri()}, cwd=tmp_path)
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines()[-1] == ("error: --destination filesystem writes iceberg tables, which needs "
+                                                   "the pyiceberg package: pip install 'dlt[pyiceberg]==1.31.0'")
