@@ -5,15 +5,21 @@
 
     dlt.pipeline("concord", destination="duckdb", dataset_name="concord_data").run(concord_source())
 
-The sources are imported on first use, so `python -m concord_pipelines.sandbox` does not pay for dlt.
+The sources are imported on first use.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from concord_pipelines.telemetry import telemetry_off_by_default
+
 __version__ = "0.1.0"
 __all__ = ["cdr_metrics_source", "concord_source"]
+
+# dlt's anonymous telemetry is off for every use of this package (CLI, Airflow, `import` of a source);
+# RUNTIME__DLTHUB_TELEMETRY=true or [runtime] dlthub_telemetry = true in .dlt/config.toml turn it on.
+telemetry_off_by_default()
 
 
 def __getattr__(name: str) -> Any:

@@ -1,7 +1,7 @@
 """Run the bundled dbt project (pipelines/concord_pipelines/dbt/concord) against the warehouse a load just wrote.
 
     from concord_pipelines.dbt_runner import DbtTarget, run_dbt
-    result = run_dbt(DbtTarget.duckdb("concord.duckdb", schema="concord"))            # dbt build
+    result = run_dbt(DbtTarget.duckdb("concord.duckdb", schema="concord_data"))       # dbt build
     result = run_dbt(target, command="source freshness")                              # freshness only
     print(result.summary_line())                                                     # dbt build: 96 passed, ...
 
@@ -256,13 +256,13 @@ def main(argv: list[str] | None = None) -> int:
                                      description="run the bundled dbt project against a DuckDB file")
     parser.add_argument("command", nargs="*", default=["build"], help="dbt command (default build)")
     parser.add_argument("--duckdb-path", default="concord.duckdb")
-    parser.add_argument("--dataset", help="dataset (schema) of the tables (default concord, with --cdr cdr_metrics)")
+    parser.add_argument("--dataset", help="dataset (schema) of the tables (default concord_data, with --cdr cdr_metrics)")
     parser.add_argument("--cdr", action="store_true", help="build the CDR models instead of the Concord ones")
     args = parser.parse_args(argv)
     if not Path(args.duckdb_path).exists():
         print(f"error: no DuckDB file at {args.duckdb_path}: run the export first or pass --duckdb-path", file=sys.stderr)
         return ConfigError.exit_code
-    dataset = args.dataset or ("cdr_metrics" if args.cdr else "concord")
+    dataset = args.dataset or ("cdr_metrics" if args.cdr else "concord_data")
     variables = {"concord_enabled": False, "cdr_schema": dataset} if args.cdr else {"cdr_enabled": False}
     result = run_dbt(DbtTarget.duckdb(args.duckdb_path, dataset), " ".join(args.command), variables=variables)
     print(result.summary_line())

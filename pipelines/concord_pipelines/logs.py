@@ -6,14 +6,13 @@ import logging
 
 
 class _ArrowHintNoise(logging.Filter):
-    """Warnings dlt repeats on every run about things this project handles on purpose, for its own resources only.
-
-    - our declared hints (json, not-null keys) override arrow's types: that is what they are for (arrow
-      carries json as text and every column as nullable; the declared types are the warehouse's);
-    - a DuckDB file named like the dataset: concord_pipelines.duckdb_compat makes those names unambiguous.
+    """Warnings dlt repeats on every run about things this project handles on purpose, for its own resources
+    only: our declared hints (json, not-null keys) override arrow's types, which is what they are for (arrow
+    carries json as text and every column as nullable). (A DuckDB file named like its dataset, which dlt also
+    warns about, is refused by the runners: the names would be ambiguous.)
     """
 
-    NOISE = ("when merging arrow schema", "is identical to the dataset name")
+    NOISE = ("when merging arrow schema",)
 
     def __init__(self) -> None:
         super().__init__()

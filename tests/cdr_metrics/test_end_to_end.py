@@ -198,18 +198,24 @@ def test_schema_invalid_holder_loads_nothing_other_holder_loads(
     assert "broken" in result.summary() and "failed" in result.summary()
 
 
-def test_duckdb_file_named_like_the_dataset_loads(state: HolderState, tmp_path) -> None:
-    """cdr_metrics.duckdb holding dataset cdr_metrics: DuckDB's binder would find every name ambiguous."""
+def test_duckdb_file_named_like_the_dataset_is_refused(tmp_path) -> None:
+    """cdr_metrics.duckdb holding dataset cdr_metrics: DuckDB could not tell catalog from schema."""
+    from concord_pipelines.cdr_metrics.runner import make_pipeline
+    from concord_pipelines.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="named like the dataset 'cdr_metrics'.*--dataset"):
+        make_pipeline(duckdb_path=tmp_path / "cdr_metrics.duckdb", pipelines_dir=tmp_path / "dlt", pipeline_name="same_name")
+    assert not (tmp_path / "dlt").exists()
+
+
+def test_dlt_attach_finds_the_duckdb_file_after_a_run(state: HolderState, tmp_path) -> None:
+    """dlt keeps no credentials in state: the runner stores the file's path where dlt.attach looks."""
     from concord_pipelines.cdr_metrics.runner import make_pipeline
 
-    pipeline = make_pipeline(
-        duckdb_path=tmp_path / "cdr_metrics.duckdb", pipelines_dir=tmp_path / "dlt", pipeline_name="same_name"
-    )
+    pipeline = make_pipeline(duckdb_path=tmp_path / "elsewhere.duckdb", pipelines_dir=tmp_path / "dlt", pipeline_name="cdr_attach")
     with CdrHolderServer(state) as server:
         result = run([holder_config(server)], pipeline)
     assert not result.outcomes.failed
-    import duckdb
-
-    with duckdb.connect(str(tmp_path / "cdr_metrics.duckdb"), read_only=True) as con:
-        rows = con.execute("SELECT count(*) FROM cdr_metrics.cdr_metrics.metric_observations").fetchone()[0]
-    assert rows > 0
+    attached = dlt.attach("cdr_attach", pipelines_dir=str(tmp_path / "dlt"))
+    frame = attached.dataset()["metric_observations"].df()
+    assert len(frame) == query(pipeline, "SELECT count(*) FROM metric_observations")[0][0] > 0

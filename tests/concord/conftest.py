@@ -88,7 +88,7 @@ class Export:
     def run(self, **overrides: Any) -> RunResult:
         return run_export(self.options(**overrides))
 
-    def rows(self, table: str, dataset: str = "concord") -> list[dict[str, Any]]:
+    def rows(self, table: str, dataset: str = "concord_data") -> list[dict[str, Any]]:
         with duckdb.connect(self.duckdb_path, read_only=True) as con:
             cursor = con.execute(f'SELECT * FROM "warehouse"."{dataset}"."{table}"')
             names = [d[0] for d in cursor.description]
@@ -96,7 +96,7 @@ class Export:
 
     def count(self, table: str) -> int:
         with duckdb.connect(self.duckdb_path, read_only=True) as con:
-            return con.execute(f'SELECT count(*) FROM "warehouse"."concord"."{table}"').fetchone()[0]
+            return con.execute(f'SELECT count(*) FROM "warehouse"."concord_data"."{table}"').fetchone()[0]
 
 
 @pytest.fixture

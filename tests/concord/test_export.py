@@ -182,7 +182,7 @@ def test_same_export_into_parquet_files_gives_identical_counts(make_export, tmp_
     import pyarrow.parquet as pq
 
     for table in SOURCE_TABLES:
-        files = list((bucket / "concord" / table).glob("*.parquet"))
+        files = list((bucket / "concord_data" / table).glob("*.parquet"))
         assert files, table
         rows = sum(pq.read_metadata(f).num_rows for f in files)
         assert rows == export.count(table), table

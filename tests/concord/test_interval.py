@@ -77,7 +77,7 @@ def test_interval_repairs_a_deleted_day_and_the_cursor_stays(make_export, monkey
     assert all(before.values())
     day = datetime.combine(export.now().date() - timedelta(days=4), datetime.min.time(), UTC)
     with duckdb.connect(export.duckdb_path) as con:
-        con.execute('DELETE FROM "warehouse"."concord"."consent_events" WHERE date_updated >= ? AND date_updated < ?',
+        con.execute('DELETE FROM "warehouse"."concord_data"."consent_events" WHERE date_updated >= ? AND date_updated < ?',
                     [day, day + timedelta(days=1)])
     assert export.count("consent_events") == 2000 - len(keys_in(export, day, day + timedelta(days=1)))
     assert main(cli(export, "--start", day.date().isoformat(), "--end", (day + timedelta(days=1)).date().isoformat())) == 0

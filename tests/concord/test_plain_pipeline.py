@@ -21,7 +21,7 @@ from tests.concord.conftest import Export, as_utc, assert_warehouse_matches
 
 
 def plain_run(export: Export, tmp_path: Path, **arguments: Any) -> dlt.Pipeline:
-    pipeline = dlt.pipeline("plain", destination=dlt.destinations.duckdb(export.duckdb_path), dataset_name="concord",
+    pipeline = dlt.pipeline("plain", destination=dlt.destinations.duckdb(export.duckdb_path), dataset_name="concord_data",
                             pipelines_dir=str(tmp_path / "plain"))
     source = concord_source(organization_id=export.sandbox.org_id, api_key=export.sandbox.api_key,
                             base_url=export.sandbox.base_url, lag_seconds=0, **arguments)

@@ -85,7 +85,7 @@ def test_verify_finds_a_gap_and_an_erased_event_and_repair_marks_it(make_export,
 
     gap = export.now().date() - timedelta(days=6)
     with duckdb.connect(export.duckdb_path) as con:
-        gap_rows = con.execute('DELETE FROM "warehouse"."concord"."consent_events" WHERE date_updated >= ? AND date_updated < ?',
+        gap_rows = con.execute('DELETE FROM "warehouse"."concord_data"."consent_events" WHERE date_updated >= ? AND date_updated < ?',
                                list(day_bounds(gap))).fetchone()[0]
     assert gap_rows > 0
     days_before = {e: day_of(export, e) for e in export.state.event_by_id}
@@ -112,7 +112,7 @@ def test_verify_finds_a_gap_and_an_erased_event_and_repair_marks_it(make_export,
     # normal runs keep the mark of a row the API no longer serves, and clear it when a row comes back
     recent = max((r for r in rows if r["_concord_deleted_at"] is None), key=lambda r: r["date_updated"])["id"]
     with duckdb.connect(export.duckdb_path) as con:
-        con.execute('UPDATE "warehouse"."concord"."consent_events" SET _concord_deleted_at = now() WHERE id = ?', [recent])
+        con.execute('UPDATE "warehouse"."concord_data"."consent_events" SET _concord_deleted_at = now() WHERE id = ?', [recent])
     export.state.advance_clock(600)
     export.state.mutate(insert_events=20, seed=9)
     export.state.advance_clock(60)
@@ -137,7 +137,7 @@ def test_repair_with_hard_deletes_leaves_exactly_the_api_rows(make_export, run_c
     export.run()
     requests_day = as_utc(export.state.truth("compliance-requests-events")[0]["dateUpdated"]).date()
     with duckdb.connect(export.duckdb_path) as con:
-        con.execute('DELETE FROM "warehouse"."concord"."compliance_request_events" WHERE date_updated >= ? AND date_updated < ?',
+        con.execute('DELETE FROM "warehouse"."concord_data"."compliance_request_events" WHERE date_updated >= ? AND date_updated < ?',
                     list(day_bounds(requests_day)))
     erased = export.state.mutate(delete_events=4, seed=2)["deleted"]
     assert len(erased) == 4
@@ -265,7 +265,7 @@ def test_verify_counts_ids_when_the_server_gives_no_total(make_export, run_cli):
     export.run(resources=["consent_events"])
     gap = export.now().date() - timedelta(days=2)
     with duckdb.connect(export.duckdb_path) as con:
-        con.execute('DELETE FROM "warehouse"."concord"."consent_events" WHERE date_updated >= ? AND date_updated < ?',
+        con.execute('DELETE FROM "warehouse"."concord_data"."consent_events" WHERE date_updated >= ? AND date_updated < ?',
                     list(day_bounds(gap)))
     truth_on_gap = sum(1 for e in export.state.truth("consent-events") if as_utc(e["dateUpdated"]).date() == gap)
     with proxy(export.sandbox.base_url, "no-total") as server:

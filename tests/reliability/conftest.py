@@ -53,7 +53,7 @@ def stored_state_versions(export: Export) -> list[tuple[Any, ...]]:
         return []
     with duckdb.connect(export.duckdb_path, read_only=True) as con:
         try:
-            return con.execute('SELECT version, _dlt_load_id FROM "concord"."_dlt_pipeline_state" ORDER BY 1').fetchall()
+            return con.execute('SELECT version, _dlt_load_id FROM "concord_data"."_dlt_pipeline_state" ORDER BY 1').fetchall()
         except duckdb.CatalogException:
             return []
 

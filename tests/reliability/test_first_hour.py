@@ -48,8 +48,8 @@ def test_sql_errors_are_one_line(tmp_path, monkeypatch, capsys):
     assert main(["sql", "SELECT 1"]) == 2
     assert "no DuckDB file at concord.duckdb" in _one_error(capsys.readouterr().err)
     with duckdb.connect(str(tmp_path / "concord.duckdb")) as con:
-        # the file's catalog is named like the dataset, as in the README's default: the sql command copes
-        con.execute("CREATE SCHEMA concord.concord; CREATE TABLE concord.concord.t AS SELECT 1 AS x")
+        # the default file (catalog `concord`) holding the default dataset (schema `concord_data`)
+        con.execute("CREATE SCHEMA concord.concord_data; CREATE TABLE concord.concord_data.t AS SELECT 1 AS x")
     assert main(["sql", "SELEC x FROM t"]) == 2
     assert "the query failed" in _one_error(capsys.readouterr().err)
     assert main(["sql", "--dataset", "nope", "SELECT 1"]) == 2
@@ -70,10 +70,10 @@ def test_two_organizations_in_one_dataset_keep_their_own_usage_days(tmp_path, mo
             assert main(args) == 0, capsys.readouterr().err
             with duckdb.connect(str(tmp_path / "shared.duckdb"), read_only=True) as con:
                 counts[sandbox.org_id] = con.execute(
-                    "SELECT count(*) FROM concord.usage_daily WHERE organization_id = ?", [sandbox.org_id]).fetchone()[0]
+                    "SELECT count(*) FROM concord_data.usage_daily WHERE organization_id = ?", [sandbox.org_id]).fetchone()[0]
     with duckdb.connect(str(tmp_path / "shared.duckdb"), read_only=True) as con:
-        after = dict(con.execute("SELECT organization_id, count(*) FROM concord.usage_daily GROUP BY 1").fetchall())
-        key = con.execute("SELECT count(*) FROM concord.usage_browser_daily WHERE organization_id IS NULL").fetchone()[0]
+        after = dict(con.execute("SELECT organization_id, count(*) FROM concord_data.usage_daily GROUP BY 1").fetchall())
+        key = con.execute("SELECT count(*) FROM concord_data.usage_browser_daily WHERE organization_id IS NULL").fetchone()[0]
     assert len(after) == 2 and after == counts and min(counts.values()) > 0, (after, counts)
     assert key == 0
 

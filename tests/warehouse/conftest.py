@@ -169,7 +169,7 @@ def postgres_server() -> Iterator[PostgresServer]:
 @pytest.fixture(scope="session")
 def postgres_export(sandbox: SandboxServer, postgres_server: PostgresServer,
                     tmp_path_factory: pytest.TempPathFactory) -> PostgresServer:
-    """The same full export as `duckdb_export`, into PostgreSQL (dataset `concord`)."""
+    """The same full export as `duckdb_export`, into PostgreSQL (the default dataset, `concord_data`)."""
     root = tmp_path_factory.mktemp("postgres_export")
     key = "DESTINATION__POSTGRES__CREDENTIALS"
     previous = os.environ.get(key)

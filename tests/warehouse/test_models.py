@@ -17,7 +17,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from concord_pipelines.concord.settings import ALL_TABLE_SPECS
+from concord_pipelines.concord.settings import ALL_TABLE_SPECS, DEFAULT_DATASET
 from concord_pipelines.dbt_runner import DbtTarget, run_dbt
 from concord_pipelines.dbt_sources import stale_files
 from tests.warehouse.truth import MARTS, assert_view_matches
@@ -50,7 +50,7 @@ def concord_run(sandbox, folder: Path, *extra: str) -> CliRun:
 
 def query(path: Path, sql: str) -> tuple[list[str], list[tuple]]:
     with duckdb.connect(str(path), read_only=True) as conn:
-        conn.execute(f'USE "{path.stem}"."concord"')
+        conn.execute(f'USE "{path.stem}"."{DEFAULT_DATASET}"')
         cur = conn.execute(sql)
         return [d[0] for d in cur.description], cur.fetchall()
 
@@ -132,7 +132,7 @@ def test_pii_drop_is_respected_by_the_staging_models(sandbox, tmp_path: Path) ->
 def _break(path: Path) -> None:
     """A duplicate key and an unknown enum value, as a bad upstream or a hand edit would leave them."""
     with duckdb.connect(str(path)) as conn:
-        conn.execute(f'USE "{path.stem}"."concord"')
+        conn.execute(f'USE "{path.stem}"."{DEFAULT_DATASET}"')
         # the oldest row: the next run's look-back window re-reads (and would merge away) only recent ones
         oldest = "FROM consent_events ORDER BY date_updated, id LIMIT 1"
         conn.execute(f"INSERT INTO consent_events SELECT * {oldest}")
@@ -165,7 +165,7 @@ def test_broken_rows_fail_the_named_tests_without_undoing_the_load(cli_build: tu
 
 def _set_freshness_fields(path: Path, consent_events_age_days: int) -> None:
     with duckdb.connect(str(path)) as conn:
-        conn.execute(f'USE "{path.stem}"."concord"')
+        conn.execute(f'USE "{path.stem}"."{DEFAULT_DATASET}"')
         for table in ("consent_events", "compliance_requests", "compliance_request_events"):
             conn.execute(f"UPDATE {table} SET date_updated = now()")
         conn.execute("UPDATE tracker_scans SET scan_date = now() WHERE scan_date = (SELECT max(scan_date) FROM tracker_scans)")

@@ -29,7 +29,7 @@ def test_committed_notebook_has_no_outputs() -> None:
 @pytest.mark.slow
 def test_notebook_runs_headless_and_draws_charts(duckdb_export: Path, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    db = tmp_path / "concord.duckdb"  # named like the dataset on purpose: the notebook must cope
+    db = tmp_path / "concord.duckdb"  # the default file name, holding the default dataset
     shutil.copy(duckdb_export, db)
     monkeypatch.setenv("CONCORD_DUCKDB_PATH", str(db))
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")

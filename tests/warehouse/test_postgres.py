@@ -23,7 +23,7 @@ from tests.warehouse.truth import MARTS, assert_view_matches
 
 pytestmark = pytest.mark.postgres
 
-DATASET = "concord"
+DATASET = settings.DEFAULT_DATASET
 # Differ between two loads of the same data by design: dlt's load bookkeeping and fetch times.
 VOLATILE_COLUMNS = {"fetched_at"}
 
@@ -150,6 +150,12 @@ def test_marts_match_truth_on_postgres(mart: str, pg_marts, sandbox) -> None:
     assert_view_matches(mart, columns, rows, sandbox.state)
 
 
+MODELS_DIR = Path(__file__).resolve().parents[2] / "pipelines" / "concord_pipelines" / "dbt" / "concord" / "models"
+# name -> PostgreSQL table_type: +materialized view, marts tables (dbt_project.yml); the CDR models are off here
+CONCORD_MODELS = {p.stem: "BASE TABLE" if p.parent.parent.name == "marts" else "VIEW"
+                  for p in MODELS_DIR.rglob("*.sql") if "cdr" not in p.parts}
+
+
 def test_cli_run_into_postgres_builds_and_tests_the_models(postgres_server, sandbox, tmp_path: Path) -> None:
     """The CLI builds after its load into PostgreSQL (credentials from dlt's env var, never printed); a broken
     row then fails the named test, with exit 5 under --fail-on-dbt-test, and the load stays."""
@@ -163,9 +169,13 @@ def test_cli_run_into_postgres_builds_and_tests_the_models(postgres_server, sand
     assert match and match.group(2, 3) == ("0", "0") and int(match.group(1)) >= 100, run.stdout[-2000:]
     assert postgres_server.password not in run.stdout + run.stderr and sandbox.api_key not in run.stdout + run.stderr
     with psycopg2.connect(postgres_server.url) as conn, conn.cursor() as cur:
-        cur.execute(f"SELECT * FROM {_q(dataset)}.v1_compliance_resolution_time")
-        assert_view_matches("v1_compliance_resolution_time", [d[0] for d in cur.description], cur.fetchall(),
-                            sandbox.state)
+        # every Concord model of the dbt project is in the dataset: staging and compat views, mart tables
+        cur.execute("SELECT table_name, table_type FROM information_schema.tables WHERE table_schema = %s", (dataset,))
+        built = dict(cur.fetchall())
+        assert {m: built.get(m) for m in CONCORD_MODELS} == CONCORD_MODELS, "models missing or of the wrong kind"
+        for view in MARTS:  # the marts and their v1_ views equal the answers computed from the sandbox
+            cur.execute(f"SELECT * FROM {_q(dataset)}.{_q(view)}")
+            assert_view_matches(view, [d[0] for d in cur.description], cur.fetchall(), sandbox.state)
         cur.execute(f"INSERT INTO {_q(dataset)}.consent_events SELECT * FROM {_q(dataset)}.consent_events "
                     "ORDER BY date_updated, id LIMIT 1")  # the oldest: outside the next run's look-back
         cur.execute(f"SELECT count(*) FROM {_q(dataset)}.consent_events")

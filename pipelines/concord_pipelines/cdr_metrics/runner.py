@@ -11,17 +11,19 @@ from typing import Any
 
 import dlt
 from dlt.common.destination.exceptions import UnknownDestinationModule
+from dlt.common.destination.reference import Destination
 from dlt.pipeline.exceptions import PipelineStepFailed
 
 from concord_pipelines.cdr_metrics import settings
 from concord_pipelines.cdr_metrics.config import HolderConfig
 from concord_pipelines.cdr_metrics.source import RunOutcomes, cdr_metrics, run_outcomes
-from concord_pipelines.duckdb_compat import enable_catalog_qualified_names
 from concord_pipelines.errors import ConcurrentRunError, ConfigError, PipelineError
+from concord_pipelines.merging import check_merges
 from concord_pipelines.report import format_table
 
 log = logging.getLogger(__name__)
 TABLES = (settings.OBSERVATIONS_TABLE, settings.SNAPSHOTS_TABLE)
+TABLE_FORMAT = "delta"  # on filesystem: merges (needs deltalake, the `filesystem` extra)
 
 
 @dataclass
@@ -76,24 +78,36 @@ def make_pipeline(
 ) -> dlt.Pipeline:
     if duckdb_path is not None and destination != "duckdb":
         raise ConfigError(f"--duckdb-path only applies to --destination duckdb (got {destination})")
-    if destination == "duckdb":
-        enable_catalog_qualified_names()  # a file named like the dataset (cdr_metrics.duckdb) loads too
+    path = Path(duckdb_path).expanduser().resolve() if destination == "duckdb" and duckdb_path else None
+    if path is not None and path.stem.lower() == dataset.lower():
+        raise ConfigError(
+            f"the DuckDB file {path.name} is named like the dataset '{dataset}', which DuckDB cannot tell apart "
+            f"(catalog vs schema): choose another --dataset or another --duckdb-path (default {settings.DEFAULT_DUCKDB_PATH})"
+        )
     try:
-        dest: Any = (
-            dlt.destinations.duckdb(str(duckdb_path))
-            if destination == "duckdb" and duckdb_path
-            else destination
-        )
-        return dlt.pipeline(
-            pipeline_name=pipeline_name,
-            destination=dest,
-            dataset_name=dataset,
-            pipelines_dir=str(pipelines_dir) if pipelines_dir else None,
-        )
+        dest: Any = dlt.destinations.duckdb(str(path)) if path is not None else Destination.from_reference(destination)
     except UnknownDestinationModule:
         raise ConfigError(
             f"unknown dlt destination {destination!r}; use e.g. duckdb, postgres, filesystem"
         ) from None
+    table_format = TABLE_FORMAT if dest.destination_type.endswith(".filesystem") else None
+    check_merges(dest, destination, table_format)
+    pipeline = dlt.pipeline(
+        pipeline_name=pipeline_name,
+        destination=dest,
+        dataset_name=dataset,
+        pipelines_dir=str(pipelines_dir) if pipelines_dir else None,
+    )
+    if path is not None:
+        # dlt keeps no credentials in state: dlt.attach(), `dlt pipeline NAME info` and pipeline.dataset() find
+        # the file here (concord_pipelines.concord.runner.remember_duckdb_path)
+        pipeline.set_local_state_val("duckdb_database", str(path))
+    return pipeline
+
+
+def table_format_of(pipeline: dlt.Pipeline) -> str | None:
+    """filesystem writes delta tables: plain files cannot merge, and reruns would duplicate rows."""
+    return TABLE_FORMAT if pipeline.destination and pipeline.destination.destination_type.endswith(".filesystem") else None
 
 
 def run(
@@ -116,7 +130,7 @@ def run(
         log_failures=False,  # the summary reports them
     )
     try:
-        pipeline.run(source)
+        pipeline.run(source, table_format=table_format_of(pipeline))
     except PipelineStepFailed as err:
         raise _step_error(err) from None
     result.outcomes = run_outcomes(pipeline)

@@ -5,8 +5,8 @@ from __future__ import annotations
 SOURCE_NAME = "cdr_metrics"
 DATASET_NAME = "cdr_metrics"
 PIPELINE_NAME = "cdr_metrics"
-# DuckDB names its catalog after the file: a file named like the dataset loads (see concord_pipelines.duckdb_compat),
-# but users would have to write cdr_metrics.cdr_metrics.<table>; cdr.duckdb keeps their SQL plain.
+# DuckDB names its catalog after the file: a file named like the dataset (cdr_metrics.duckdb) would make
+# `cdr_metrics.<table>` ambiguous, so the runner refuses it; cdr.duckdb keeps SQL plain.
 DEFAULT_DUCKDB_PATH = "cdr.duckdb"
 
 METRICS_PATH = "/cds-au/v1/admin/metrics"

@@ -11,7 +11,6 @@ from typing import Any
 
 from concord_pipelines.concord import settings
 from concord_pipelines.concord.runner import RunOptions, RunResult, duckdb_open_error, run_export
-from concord_pipelines.duckdb_compat import qualified_dataset
 from concord_pipelines.errors import ConfigError
 from concord_pipelines.report import format_table
 
@@ -64,7 +63,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "demo",
         help=f"start a local sandbox API, export it into ./{DEMO_DUCKDB_PATH} and show what loaded",
         description="Start the Concord sandbox on 127.0.0.1 in the background, run the real export into its own "
-        f"DuckDB file ({DEMO_DUCKDB_PATH}, dataset {DEMO_DATASET}; never the concord.duckdb of `run`), print the "
+        f"DuckDB file ({DEMO_DUCKDB_PATH}, dataset {DEMO_DATASET}; never the {settings.DEFAULT_DUCKDB_PATH} of `run`), print the "
         "summary and an example SQL query, then stop the sandbox.",
     )
     demo.add_argument("--duckdb-path", default=DEMO_DUCKDB_PATH, help=f"DuckDB file to write (default: ./{DEMO_DUCKDB_PATH})")
@@ -79,8 +78,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sql.add_argument("query", help="one SQL statement")
-    sql.add_argument("--duckdb-path", default="concord.duckdb", help="DuckDB file (default ./concord.duckdb)")
-    sql.add_argument("--dataset", default=settings.DEFAULT_DATASET, help="schema the table names refer to (default concord)")
+    sql.add_argument("--duckdb-path", default=settings.DEFAULT_DUCKDB_PATH,
+                     help=f"DuckDB file (default ./{settings.DEFAULT_DUCKDB_PATH})")
+    sql.add_argument("--dataset", default=settings.DEFAULT_DATASET,
+                     help=f"schema the table names refer to (default {settings.DEFAULT_DATASET})")
     sql.add_argument("--max-rows", type=int, default=1000, help="print at most this many rows (default 1000)")
     sql.set_defaults(handler=sql_command)
 
@@ -91,8 +92,12 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resources", help=RESOURCES_HELP)
     parser.add_argument("--project", dest="project_ids", action="append", help="limit to this project id (repeatable; default: all projects)")
     parser.add_argument("--destination", help="any dlt destination name: duckdb (default), postgres, bigquery, snowflake, motherduck, filesystem, ...")
-    parser.add_argument("--duckdb-path", help="DuckDB file for --destination duckdb (default ./concord.duckdb)")
-    parser.add_argument("--dataset", help="dataset / schema name (default concord)")
+    parser.add_argument("--duckdb-path", help=f"DuckDB file for --destination duckdb (default ./{settings.DEFAULT_DUCKDB_PATH})")
+    parser.add_argument("--dataset", help=f"dataset / schema name (default {settings.DEFAULT_DATASET}; in DuckDB it must "
+                        "differ from the file's name)")
+    parser.add_argument("--table-format", choices=settings.TABLE_FORMATS,
+                        help=f"--destination filesystem: the table format, which merges (default {settings.DEFAULT_TABLE_FORMAT}; "
+                        "or SOURCES__CONCORD__TABLE_FORMAT)")
     parser.add_argument("--start-date", help="where a first run begins, ISO 8601 (default 2015-01-01; usage metrics: last 90 days)")
     parser.add_argument("--full-refresh", action="store_true", help="ignore cursors, re-read everything and merge (nothing is dropped)")
     parser.add_argument("--pipeline-name", help="dlt pipeline name: state and lock are per name (default concord)")
@@ -118,6 +123,7 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
         destination=args.destination,
         duckdb_path=args.duckdb_path,
         dataset=args.dataset,
+        table_format=args.table_format,
         start_date=args.start_date,
         full_refresh=args.full_refresh,
         pipeline_name=args.pipeline_name,
@@ -176,7 +182,8 @@ def print_example_query(result: RunResult) -> None:
     where = f"--duckdb-path {result.duckdb_path} --dataset {result.dataset}"
     print(
         f'\nnext steps: query it with `concord-pipeline sql {where} "SHOW TABLES"`; export your organization with '
-        "`SOURCES__CONCORD__API_KEY=... concord-pipeline run --org YOUR_ORG_ID` (into ./concord.duckdb, dataset concord)"
+        f"`SOURCES__CONCORD__API_KEY=... concord-pipeline run --org YOUR_ORG_ID` (into ./{settings.DEFAULT_DUCKDB_PATH}, "
+        f"dataset {settings.DEFAULT_DATASET})"
     )
 
 
@@ -203,7 +210,9 @@ def query(duckdb_path: str, dataset: str, sql: str, max_rows: int | None = None)
         raise duckdb_open_error(duckdb_path, err) from None
     with con:
         try:
-            con.execute(f"USE {qualified_dataset(duckdb_path, dataset)}")
+            # catalog-qualified: a file named like its dataset (e.g. an old concord.duckdb with schema concord) still works
+            catalog = con.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
+            con.execute(f'USE "{_ident(catalog)}"."{_ident(dataset)}"')
         except duckdb.Error:
             raise ConfigError(f"dataset {dataset!r} is not in {duckdb_path}: pass the --dataset the export used") from None
         try:
@@ -213,6 +222,10 @@ def query(duckdb_path: str, dataset: str, sql: str, max_rows: int | None = None)
         except duckdb.Error as err:
             raise ConfigError(f"the query failed: {_first_line(err)}") from None
     return headers, rows
+
+
+def _ident(name: str) -> str:
+    return name.replace('"', '""')
 
 
 def _first_line(err: BaseException) -> str:

@@ -46,6 +46,7 @@ class ConcordSettings(BaseConfiguration):
     resources: list[str] | None = None
     destination: str = "duckdb"
     duckdb_path: str | None = None
+    table_format: str | None = None
     dataset: str = settings.DEFAULT_DATASET
     pipeline_name: str = settings.DEFAULT_PIPELINE_NAME
     pipelines_dir: str | None = None
@@ -74,7 +75,9 @@ SETTINGS: list[tuple[str, str, str]] = [
     ("`resources`", "all", "which resources to export (flag `--resources`)"),
     ("`destination`, `dataset`, `pipeline_name`", f"`duckdb`, `{settings.DEFAULT_DATASET}`, `{settings.DEFAULT_PIPELINE_NAME}`",
      "any dlt destination; its credentials use dlt's own settings"),
-    ("`duckdb_path`", "`concord.duckdb`", "the DuckDB file (flag `--duckdb-path`)"),
+    ("`duckdb_path`", f"`{settings.DEFAULT_DUCKDB_PATH}`", "the DuckDB file (flag `--duckdb-path`)"),
+    ("`table_format`", f"`{settings.DEFAULT_TABLE_FORMAT}` on filesystem",
+     "`delta` or `iceberg` (flag `--table-format`): file tables that merge; destinations that cannot merge are refused"),
     ("`pipelines_dir`", "dlt's", "the state and the run lock: `$DLT_DATA_DIR/pipelines`, else `~/.dlt/pipelines`, as root `/var/dlt/pipelines`"),
     ("`dbt` (flag `--no-dbt`)", "`true`", "`dbt build` after each load ([SQL and dbt](#sql-and-dbt))"),
     ("`fail_on_dbt_test` (flag `--fail-on-dbt-test`)", "`false`", "a failing dbt test is reported; `true`: exit 5"),

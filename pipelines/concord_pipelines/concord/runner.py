@@ -52,11 +52,12 @@ from concord_pipelines.concord.source import (
     validate_organization_id,
     validate_pii,
 )
-from concord_pipelines.duckdb_compat import enable_catalog_qualified_names
 from concord_pipelines.errors import ConcurrentRunError, ConfigError, Interrupted, PipelineError
 from concord_pipelines.memory import limit_malloc_arenas, release_free_memory, use_system_allocator_for_arrow
+from concord_pipelines.merging import TABLE_FORMAT_DESTINATIONS, check_merges
 from concord_pipelines.progress import make_progress
 from concord_pipelines.report import format_table
+from concord_pipelines.telemetry import telemetry_off_by_default
 
 if TYPE_CHECKING:
     from concord_pipelines.dbt_runner import DbtResult
@@ -94,6 +95,7 @@ class RunOptions:
     interval_start: str | datetime | None = None
     interval_end: str | datetime | None = None
     dbt: bool | None = None  # None: [sources.concord] dbt, else true (build the dbt models after the load)
+    table_format: str | None = None  # None: [sources.concord] table_format, else delta on filesystem
     fail_on_dbt_test: bool | None = None  # None: [sources.concord] fail_on_dbt_test, else false
 
 
@@ -152,6 +154,7 @@ class _DltDefaults(DictionaryProvider):
 
 def register_dlt_defaults() -> None:
     """settings.DLT_DEFAULTS as dlt's last config provider: they apply from any cwd, config/env override them."""
+    telemetry_off_by_default()  # again: a reloaded dlt run context starts without the package's provider
     if _DltDefaults.NAME not in [p.name for p in dlt.config.config_providers]:
         provider = _DltDefaults()
         for key, value in settings.DLT_DEFAULTS.items():
@@ -167,12 +170,29 @@ def with_one_duckdb_connection(pipeline: dlt.Pipeline, duckdb_path: str, scope: 
     """
     import duckdb
 
+    remember_duckdb_path(pipeline, duckdb_path)
     try:
         connection = scope.enter_context(duckdb.connect(duckdb_path))
     except duckdb.Error as err:
         raise duckdb_open_error(duckdb_path, err) from None
     destination = dlt.destinations.duckdb(credentials=connection)
     return dlt.pipeline(pipeline.pipeline_name, destination=destination, dataset_name=pipeline.dataset_name, pipelines_dir=pipeline.pipelines_dir)
+
+
+def remember_duckdb_path(pipeline: dlt.Pipeline, duckdb_path: str) -> None:
+    """Store the file in the pipeline's local state, where dlt looks when it re-creates the destination.
+
+    dlt keeps no credentials in pipeline state: `dlt.attach()`, `dlt pipeline NAME info|show` and a later
+    `pipeline.dataset()` rebuild the DuckDB destination from config, which would be `./<pipeline name>.duckdb`
+    in the current folder. Only a configured path that is absolute wins over `_local.duckdb_database`
+    (dlt's `WithLocalFiles.make_location`), so the run's file is what dlt's tools open, from any folder.
+    """
+    try:
+        stored = pipeline.get_local_state_val("duckdb_database")
+    except KeyError:
+        stored = None
+    if stored != duckdb_path:
+        pipeline.set_local_state_val("duckdb_database", duckdb_path)
 
 
 def duckdb_open_error(path: str, err: Exception) -> PipelineError:
@@ -191,9 +211,9 @@ def duckdb_open_error(path: str, err: Exception) -> PipelineError:
 def make_destination(options: RunOptions) -> tuple[Any, str | None]:
     name = options.destination
     if name == "duckdb":
-        path = Path(options.duckdb_path or "concord.duckdb").expanduser().resolve()
+        path = Path(options.duckdb_path or settings.DEFAULT_DUCKDB_PATH).expanduser().resolve()
         _check_writable(path)
-        enable_catalog_qualified_names()
+        check_catalog_differs(path, str(options.dataset or settings.DEFAULT_DATASET))
         return dlt.destinations.duckdb(credentials=str(path)), str(path)
     try:
         destination = Destination.from_reference(name)
@@ -204,8 +224,26 @@ def make_destination(options: RunOptions) -> tuple[Any, str | None]:
         ) from None
     except Exception as err:
         raise ConfigError(f"destination {name!r} could not be set up: {_first_line(err)}") from None
+    check_merges(destination, name, table_format_for(options))  # before settings: no setting makes it merge
     _check_destination_settings(destination, options.pipeline_name or settings.DEFAULT_PIPELINE_NAME)
     return destination, None
+
+
+def table_format_for(options: RunOptions) -> str | None:
+    """The table format of every table: --table-format, else [sources.concord] table_format, else delta on
+    filesystem (plain files cannot merge) and none elsewhere (the warehouse's own tables merge)."""
+    name = canonical_destination(str(options.destination))
+    explicit = options.table_format
+    if not explicit:
+        return settings.DEFAULT_TABLE_FORMAT if name == "filesystem" else None
+    value = str(explicit).strip().lower()
+    if value not in settings.TABLE_FORMATS:
+        raise ConfigError(f"unknown table format {explicit!r}: use --table-format {' or '.join(settings.TABLE_FORMATS)} "
+                          "(or SOURCES__CONCORD__TABLE_FORMAT)")
+    if name not in TABLE_FORMAT_DESTINATIONS or value not in TABLE_FORMAT_DESTINATIONS[name]:
+        raise ConfigError(f"--table-format {value} does not apply to --destination {name}: drop it "
+                          "(filesystem takes delta or iceberg, athena iceberg)")
+    return value
 
 
 def _check_destination_settings(destination: Any, pipeline_name: str) -> None:
@@ -226,6 +264,16 @@ def _check_destination_settings(destination: Any, pipeline_name: str) -> None:
             raise missing from None
     except Exception as err:  # anything else is reported by the run itself, with its step
         log.debug("destination settings not checked up front: %s", _first_line(err))
+
+
+def check_catalog_differs(path: Path, dataset: str) -> None:
+    """DuckDB names a file's catalog after its stem: `concord.duckdb` holding schema `concord` makes every
+    `concord.<table>` ambiguous, and dlt's loads, `pipeline.dataset()` and plain SQL all fail on it."""
+    if path.stem.lower() == dataset.lower():
+        raise ConfigError(
+            f"the DuckDB file {path.name} is named like the dataset '{dataset}', which DuckDB cannot tell apart "
+            f"(catalog vs schema): choose another --dataset (default {settings.DEFAULT_DATASET}) or another --duckdb-path"
+        )
 
 
 def canonical_destination(name: str) -> str:
@@ -428,10 +476,12 @@ def _load_until_caught_up(pipeline: dlt.Pipeline, checked: Checked, options: Run
     """
     loads = Loads(pipeline, load_ids=load_pending(pipeline))
     fmt = "parquet" if options.destination in PARQUET_DESTINATIONS else None
+    table_format = table_format_for(options)  # delta on filesystem: merges (concord_pipelines.merging)
     names, full_refresh = list(checked.resources), options.full_refresh
     while names:
         source = concord_source(**checked.source_arguments(), full_refresh=full_refresh, slices_per_run=1,
-                                interval_start=options.interval_start, interval_end=options.interval_end)
+                                interval_start=options.interval_start, interval_end=options.interval_end,
+                                table_format=table_format)
         loads.add(loads.pipeline.run(source.with_resources(*names), loader_file_format=fmt), names)
         names = [n for n in names if _resource_state(loads.pipeline, n).get("unfinished")]
         full_refresh = False

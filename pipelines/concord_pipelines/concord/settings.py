@@ -10,8 +10,17 @@ import re
 from dataclasses import dataclass, field
 
 DEFAULT_BASE_URL = "https://api.concord.tech/privacy-v1"
-DEFAULT_DATASET = "concord"
+# DuckDB names a file's catalog after its stem, so the default file and dataset must differ: `concord.duckdb`
+# holding schema `concord` made `concord.<table>` ambiguous, and dlt's loads, `pipeline.dataset()` and plain SQL
+# all failed on it. The file keeps dlt's own default (`<pipeline name>.duckdb`, what `dlt.attach("concord")`
+# opens), the dataset gets a suffix, like dlt's `<pipeline name>_dataset` but shorter.
+DEFAULT_DATASET = "concord_data"
 DEFAULT_PIPELINE_NAME = "concord"
+DEFAULT_DUCKDB_PATH = "concord.duckdb"
+# --destination filesystem writes this table format: plain parquet/jsonl files cannot merge, so reruns would
+# append duplicates. delta needs the `deltalake` package (the `filesystem` extra), iceberg `pyiceberg`.
+TABLE_FORMATS = ("delta", "iceberg")
+DEFAULT_TABLE_FORMAT = "delta"
 DEFAULT_START_DATE = "2015-01-01T00:00:00Z"
 
 PAGE_LIMIT = 1000  # the API's documented maximum

@@ -42,6 +42,7 @@ from concord_pipelines.concord.windows import Window, iso, metric_days, scan_win
 from concord_pipelines.errors import ConfigError
 from concord_pipelines.logs import quiet_arrow_hint_warnings
 from concord_pipelines.memory import release_free_memory
+from concord_pipelines.merging import unique_keys
 
 # Soft-delete mark of the date-windowed tables. A merge replaces the whole row, so a row the API
 # serves again comes back without the mark.
@@ -86,6 +87,7 @@ class SourceContext:
         slice_rows: int = 0,
         slices_per_run: int = 0,
         interval: Window | None = None,
+        table_format: str | None = None,
     ) -> None:
         self.client = client
         self.configured_projects = list(project_ids) if project_ids else None
@@ -102,6 +104,7 @@ class SourceContext:
         # Interval mode (a repair or backfill): date-windowed resources read exactly this window and
         # neither read nor move their cursors; the other resources run incrementally as usual.
         self.interval = interval
+        self.table_format = table_format  # delta/iceberg tables on filesystem (dlt's table_format hint)
         self._projects: list[dict[str, Any]] | None = None
         self.active = 0  # resources of this source being read now
         _LIVE.append(weakref.ref(self))
@@ -176,7 +179,7 @@ def _parse_cursor(value: Any) -> datetime | None:
     return to_utc(value) if value else None
 
 
-def _hints(spec: TableSpec, dropped: Iterable[str]) -> dict[str, Any]:
+def _hints(spec: TableSpec, dropped: Iterable[str], table_format: str | None) -> dict[str, Any]:
     columns = {c["name"]: c for c in dlt_columns(spec.columns, spec.primary_key, dropped)}
     if spec.dedup_sort:
         columns[spec.dedup_sort] = {**columns[spec.dedup_sort], "dedup_sort": "desc"}
@@ -187,6 +190,7 @@ def _hints(spec: TableSpec, dropped: Iterable[str]) -> dict[str, Any]:
         "primary_key": list(spec.primary_key),
         "write_disposition": "merge",
         "columns": columns,
+        **({"table_format": table_format} if table_format else {}),
     }
 
 
@@ -212,12 +216,12 @@ def _resource(ctx: SourceContext, spec: TableSpec | None, name: str, fn: Callabl
                 release_free_memory()  # the load that follows allocates outside malloc's free lists
 
     timed.__name__ = name
-    hints = _hints(spec, ctx.dropped_columns) if spec else {"write_disposition": "merge"}
+    hints = _hints(spec, ctx.dropped_columns, ctx.table_format) if spec else {"write_disposition": "merge"}
     return dlt.resource(timed, name=name, **hints)
 
 
 def _marked(ctx: SourceContext, spec: TableSpec, table: pa.Table) -> Any:
-    return dlt.mark.with_hints(table, dlt.mark.make_hints(**_hints(spec, ctx.dropped_columns)), create_table_variant=True)
+    return dlt.mark.with_hints(table, dlt.mark.make_hints(**_hints(spec, ctx.dropped_columns, ctx.table_format)), create_table_variant=True)
 
 
 def windowed_resource(ctx: SourceContext, spec: TableSpec, key: tuple[str, ...] = ("id",)) -> DltResource:
@@ -580,6 +584,7 @@ def concord_source(
     interval_start: str | datetime | None = None,
     interval_end: str | datetime | None = None,
     allow_external_schedulers: bool = False,
+    table_format: str | None = None,
 ) -> list[DltResource]:
     """Concord Privacy API export. Config lives in section `sources.concord` (see README).
 
@@ -590,6 +595,8 @@ def concord_source(
     the date-windowed resources and merge them, without reading or moving their cursors.
     `allow_external_schedulers`: without an explicit interval, take it from the scheduler running the
     source (Airflow's data interval, or dlt's DLT_INTERVAL_START/END), as dlt's incremental does.
+    `table_format` ("delta", "iceberg"): every table in that format on `filesystem`, each key once per load
+    (their merge, unlike a warehouse's, does not de-duplicate a load).
     """
     if interval_start is None and interval_end is None and allow_external_schedulers:
         interval_start, interval_end = scheduler_interval()
@@ -620,10 +627,11 @@ def concord_source(
         slice_rows=0 if interval else max(0, slice_rows),
         slices_per_run=max(0, slices_per_run),
         interval=interval,
+        table_format=table_format,
     )
     resources = build_resources(ctx)
     quiet_arrow_hint_warnings({r.name for r in resources})
-    return resources
+    return unique_keys(resources, table_format)
 
 
 def validate_pii(mode: str, salt: str | None) -> PiiMode:
