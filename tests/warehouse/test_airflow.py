@@ -55,9 +55,11 @@ def airflow_python() -> Path:
         shutil.rmtree(venv, ignore_errors=True)
         venv.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run([*uv, "venv", "--quiet", "--python", sys.executable, str(venv)], check=True, timeout=300)
-    # Only apache-airflow (no extras): the DAG needs the standard provider, which it brings.
+    # Only apache-airflow (no extras): the DAG needs the standard provider, which it brings. This repo with
+    # [postgres]: psycopg2 serves the PostgreSQL warehouse and, with asyncpg (Airflow 3's async engine), the
+    # LocalExecutor tests' metadata database.
     install = subprocess.run([*uv, "pip", "install", "--python", str(python), f"apache-airflow=={AIRFLOW_VERSION}",
-                              "-e", str(REPO_ROOT)], capture_output=True, text=True, timeout=900)
+                              "asyncpg", "-e", f"{REPO_ROOT}[postgres]"], capture_output=True, text=True, timeout=900)
     if install.returncode != 0:
         pytest.fail(f"building the Airflow venv failed:\n{install.stderr[-4000:]}")
     (venv / ".complete").write_text(AIRFLOW_VERSION)

@@ -1,0 +1,194 @@
+"""The partitioned backfill: cut [start, end) into day-aligned partitions of similar work, export each one in
+interval mode in its own pipeline, and load them into one dataset without the races of concurrent dlt loads.
+
+What concurrent dlt pipelines loading one dataset share, and what this module does about each:
+- the staging dataset (`<dataset>_staging`, where merges stage their rows): each partition gets its own
+  (`<dataset>_staging_p<NNN>`), dropped by `drop_staging` when the backfill ends;
+- table creation and schema migration (DDL run by the load step), and the merge itself: on PostgreSQL the
+  load step of every partition runs under one advisory lock per dataset, so loads follow each other while
+  the API reads (the slow part) run in parallel. DuckDB's file lock serialises loads on its own.
+  Elsewhere `plan` loads the first partition alone, so the tables exist before any partition runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from concord_pipelines.airflow.concord_tasks import (
+    WINDOWED,
+    ApiCredentials,
+    DagSettings,
+    destination_credentials,
+)
+from concord_pipelines.errors import ConfigError
+
+log = logging.getLogger(__name__)
+DAY = timedelta(days=1)
+
+
+@dataclass
+class Partition:
+    index: int
+    start: str  # ISO 8601, UTC
+    end: str
+    rows: int | None  # the API's count for the partition (None: the server gave no totals)
+
+
+def day_bounds(start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
+    """[start, end) as UTC days; the first and last may be partial."""
+    bounds, cursor = [], start
+    while cursor < end:
+        following = min(datetime.combine(cursor.date(), datetime.min.time(), tzinfo=UTC) + DAY, end)
+        bounds.append((cursor, following))
+        cursor = following
+    return bounds
+
+
+def cut(days: list[tuple[datetime, datetime]], counts: list[int] | None, partitions: int) -> list[Partition]:
+    """Consecutive days grouped into at most `partitions` groups of similar row counts (equal day counts when
+    there are no counts). Greedy: close a group once it reaches its share of what is still left."""
+    weights = counts if counts is not None else [1] * len(days)
+    groups: list[list[int]] = []
+    remaining, current = sum(weights), []
+    for i in range(len(weights)):
+        current.append(i)
+        left = partitions - len(groups)
+        share = remaining / left if left else remaining
+        days_left = len(days) - i - 1
+        if left > 1 and days_left and (sum(weights[j] for j in current) >= share or days_left < left - 1):
+            groups.append(current)
+            remaining -= sum(weights[j] for j in current)
+            current = []
+    if current:
+        groups.append(current)
+    return [Partition(index=n, start=days[g[0]][0].isoformat(), end=days[g[-1]][1].isoformat(),
+                      rows=sum(counts[j] for j in g) if counts is not None else None)
+            for n, g in enumerate(groups)]
+
+
+def daily_counts(api: ApiCredentials, days: list[tuple[datetime, datetime]]) -> list[int] | None:
+    """Rows per day over the windowed resources, from the `total` of one-item pages (one request per day and
+    resource, eight at a time); None when the server reports no totals."""
+    from concord_pipelines.concord import settings
+    from concord_pipelines.concord.client import ClientOptions, ConcordClient, ResourceStats
+    from concord_pipelines.concord.windows import Window
+
+    if not (api.api_key and api.organization_id):
+        return None
+    options = ClientOptions(api.base_url or settings.DEFAULT_BASE_URL, api.api_key, api.organization_id)
+    stats = ResourceStats()
+    with ConcordClient(options) as client:
+        paths = [client.path(settings.ALL_TABLE_SPECS[name].endpoint) for name in WINDOWED]
+
+        def count(day: tuple[datetime, datetime]) -> int | None:
+            totals = [client.count(path, Window(*day).params(), stats) for path in paths]
+            return None if None in totals else sum(t for t in totals if t is not None)
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            counts = list(pool.map(count, days))
+    return None if None in counts else [c for c in counts if c is not None]
+
+
+def plan(api: ApiCredentials, start: datetime, end: datetime, partitions: int) -> list[Partition]:
+    if end <= start:
+        raise ConfigError(f"the backfill's end {end.isoformat()} is not after its start {start.isoformat()}")
+    days = day_bounds(start, end)
+    try:
+        counts = daily_counts(api, days)
+    except Exception as err:  # sizing is an optimisation: equal day counts still load everything
+        log.warning("per-day counts unavailable (%s); cutting partitions by days", err)
+        counts = None
+    cuts = cut(days, counts, partitions)
+    log.info("backfill of %s .. %s: %d partitions %s", start.isoformat(), end.isoformat(), len(cuts),
+             [(p.start[:10], p.end[:10], p.rows) for p in cuts])
+    return cuts
+
+
+def staging_layout(index: int) -> str:
+    return f"%s_staging_p{index:03d}"
+
+
+@contextmanager
+def _env(key: str, value: str) -> Iterator[None]:
+    previous = os.environ.get(key)
+    os.environ[key] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = previous
+
+
+def export_partition(part: Partition, s: DagSettings, api: ApiCredentials, warehouse: str | None) -> dict[str, Any]:
+    """Export one partition: read it from the API in parallel with the others, load it under the dataset's lock."""
+    from concord_pipelines.airflow.locks import postgres_url, wait_lock
+
+    Path(s.pipelines_dir).mkdir(parents=True, exist_ok=True)
+    layout_key = f"DESTINATION__{s.destination.upper()}__STAGING_DATASET_NAME_LAYOUT"
+    url = postgres_url(s.destination, warehouse)
+    with destination_credentials(s.destination, warehouse), _env(layout_key, staging_layout(part.index)):
+        return _run(part, s, api, lambda: wait_lock(url, f"concord:{s.dataset}:load"))
+
+
+def _run(part: Partition, s: DagSettings, api: ApiCredentials, load_lock: Callable[[], Any]) -> dict[str, Any]:
+    """extract and normalize (API-bound, parallel), then load (the warehouse's DDL, staging and merge) locked."""
+    from concord_pipelines.concord import runner
+    from concord_pipelines.concord.client import ClientOptions
+    from concord_pipelines.concord.source import concord_source
+
+    options = runner.resolve_names(runner.RunOptions(
+        organization_id=api.organization_id, api_key=api.api_key, base_url=api.base_url, resources=list(WINDOWED),
+        destination=s.destination, duckdb_path=s.duckdb_path, dataset=s.dataset,
+        pipeline_name=s.partition_pipeline_name(part.index), pipelines_dir=s.pipelines_dir,
+        concurrency=s.concurrency, interval_start=part.start, interval_end=part.end, progress=False, dbt=False))
+    checked = runner.check_settings(options)
+    destination, _ = runner.make_destination(options)
+    runner.register_dlt_defaults()
+    client = ClientOptions(checked.base_url, checked.api_key, checked.organization_id, timeout=checked.timeout,
+                           max_retries=checked.max_retries, backoff_base=checked.backoff_base)
+    source = concord_source(
+        organization_id=checked.organization_id, api_key=checked.api_key, base_url=checked.base_url,
+        project_ids=checked.project_ids, start_date=checked.start_date, concurrency=checked.concurrency,
+        pii=checked.pii, pii_salt=checked.pii_salt, timeout=checked.timeout, max_retries=checked.max_retries,
+        backoff_base=checked.backoff_base, run_started=runner.server_clock(client),
+        interval_start=part.start, interval_end=part.end).with_resources(*WINDOWED)
+    pipeline = runner.open_pipeline(str(options.pipeline_name), destination, str(options.dataset), checked.pipelines_dir)
+    fmt = "parquet" if options.destination in runner.PARQUET_DESTINATIONS else None
+    try:
+        pipeline.extract(source, loader_file_format=fmt)
+        rows = pipeline.normalize()
+        with load_lock():
+            pipeline.load()
+    except Exception as err:
+        raise runner.translate_failure(err) from err
+    counts = dict(rows.row_counts) if rows is not None else {}
+    return {**asdict(part), "pipeline_name": options.pipeline_name,
+            "loaded": {t: n for t, n in counts.items() if not t.startswith("_dlt")}}
+
+
+def drop_staging(s: DagSettings, warehouse: str | None, parts: int) -> list[str]:
+    """Drop the partitions' staging schemas (PostgreSQL; elsewhere they stay, named <dataset>_staging_pNNN)."""
+    from concord_pipelines.airflow.locks import _connect, postgres_url
+
+    url = postgres_url(s.destination, warehouse)
+    if url is None:
+        return []
+    names = [staging_layout(i) % s.dataset for i in range(parts)]
+    conn = _connect(url)
+    try:
+        with conn.cursor() as cur:
+            for name in names:
+                cur.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+    finally:
+        conn.close()
+    return names
