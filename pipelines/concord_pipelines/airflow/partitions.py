@@ -4,10 +4,13 @@ interval mode in its own pipeline, and load them into one dataset without the ra
 What concurrent dlt pipelines loading one dataset share, and what this module does about each:
 - the staging dataset (`<dataset>_staging`, where merges stage their rows): each partition gets its own
   (`<dataset>_staging_p<NNN>`), dropped by `drop_staging` when the backfill ends;
-- table creation and schema migration (DDL run by the load step), and the merge itself: on PostgreSQL the
-  load step of every partition runs under one advisory lock per dataset, so loads follow each other while
-  the API reads (the slow part) run in parallel. DuckDB's file lock serialises loads on its own.
-  Elsewhere `plan` loads the first partition alone, so the tables exist before any partition runs.
+- table creation and schema migration (the DDL dlt runs before loading): each partition applies its schema
+  itself (`sync_schema`) under one PostgreSQL advisory lock per dataset, so DDL never races; the load that
+  follows finds its schema version stored and runs no DDL. The loads themselves (staging, then merge) run
+  in parallel: partitions are disjoint in dateUpdated, so their merges touch disjoint rows.
+- DuckDB allows one writer per file: there, schema sync and load take a file lock, one partition at a time.
+- Elsewhere (no lock available) `plan` loads the first partition alone, so the tables exist before any
+  partition runs; a column first seen in a later partition could still race (see docs/airflow.md).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import logging
 import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -129,19 +132,44 @@ def _env(key: str, value: str) -> Iterator[None]:
             os.environ[key] = previous
 
 
-def export_partition(part: Partition, s: DagSettings, api: ApiCredentials, warehouse: str | None) -> dict[str, Any]:
-    """Export one partition: read it from the API in parallel with the others, load it under the dataset's lock."""
+@contextmanager
+def file_lock(path: str) -> Iterator[None]:
+    """Wait for an exclusive lock on `path` (one host: what a DuckDB file allows anyway)."""
+    import fcntl
+
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _locks(s: DagSettings, warehouse: str | None) -> tuple[Callable[[], Any], Callable[[], Any]]:
+    """(schema lock, load lock) for the destination."""
     from concord_pipelines.airflow.locks import postgres_url, wait_lock
 
+    url = postgres_url(s.destination, warehouse)
+    if url is not None:
+        return (lambda: wait_lock(url, f"concord:{s.dataset}:schema")), nullcontext
+    if s.destination == "duckdb" and s.duckdb_path:
+        lock = f"{s.duckdb_path}.backfill.lock"
+        return (lambda: file_lock(lock)), (lambda: file_lock(lock))
+    return nullcontext, nullcontext
+
+
+def export_partition(part: Partition, s: DagSettings, api: ApiCredentials, warehouse: str | None) -> dict[str, Any]:
+    """Export one partition: read and load it in parallel with the others, its schema changes one at a time."""
     Path(s.pipelines_dir).mkdir(parents=True, exist_ok=True)
     layout_key = f"DESTINATION__{s.destination.upper()}__STAGING_DATASET_NAME_LAYOUT"
-    url = postgres_url(s.destination, warehouse)
+    schema_lock, load_lock = _locks(s, warehouse)
     with destination_credentials(s.destination, warehouse), _env(layout_key, staging_layout(part.index)):
-        return _run(part, s, api, lambda: wait_lock(url, f"concord:{s.dataset}:load"))
+        return _run(part, s, api, schema_lock, load_lock)
 
 
-def _run(part: Partition, s: DagSettings, api: ApiCredentials, load_lock: Callable[[], Any]) -> dict[str, Any]:
-    """extract and normalize (API-bound, parallel), then load (the warehouse's DDL, staging and merge) locked."""
+def _run(part: Partition, s: DagSettings, api: ApiCredentials, schema_lock: Callable[[], Any],
+         load_lock: Callable[[], Any]) -> dict[str, Any]:
+    """extract and normalize (API-bound), sync the schema (DDL) under `schema_lock`, then load."""
     from concord_pipelines.concord import runner
     from concord_pipelines.concord.client import ClientOptions
     from concord_pipelines.concord.source import concord_source
@@ -167,6 +195,8 @@ def _run(part: Partition, s: DagSettings, api: ApiCredentials, load_lock: Callab
     try:
         pipeline.extract(source, loader_file_format=fmt)
         rows = pipeline.normalize()
+        with schema_lock():
+            pipeline.sync_schema()  # stores this schema version: the load below then runs no DDL
         with load_lock():
             pipeline.load()
     except Exception as err:
