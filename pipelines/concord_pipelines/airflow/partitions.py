@@ -57,24 +57,31 @@ def day_bounds(start: datetime, end: datetime) -> list[tuple[datetime, datetime]
 
 def cut(days: list[tuple[datetime, datetime]], counts: list[int] | None, partitions: int) -> list[Partition]:
     """Consecutive days grouped into at most `partitions` groups of similar row counts (equal day counts when
-    there are no counts). Greedy: close a group once it reaches its share of what is still left."""
+    there are no counts). Greedy: a group ends at the day boundary nearest to its share of what is left."""
     weights = counts if counts is not None else [1] * len(days)
     groups: list[list[int]] = []
-    remaining, current = sum(weights), []
-    for i in range(len(weights)):
-        current.append(i)
+    remaining, current, total = sum(weights), [], 0
+    for i, weight in enumerate(weights):
         left = partitions - len(groups)
-        share = remaining / left if left else remaining
-        days_left = len(days) - i - 1
-        if left > 1 and days_left and (sum(weights[j] for j in current) >= share or days_left < left - 1):
+        if current and left > 1 and _close_before(total, weight, remaining / left, len(days) - i, left):
             groups.append(current)
-            remaining -= sum(weights[j] for j in current)
-            current = []
+            remaining -= total
+            current, total = [], 0
+        current.append(i)
+        total += weight
     if current:
         groups.append(current)
     return [Partition(index=n, start=days[g[0]][0].isoformat(), end=days[g[-1]][1].isoformat(),
                       rows=sum(counts[j] for j in g) if counts is not None else None)
             for n, g in enumerate(groups)]
+
+
+def _close_before(total: int, weight: int, share: float, days_left: int, groups_left: int) -> bool:
+    """End the current group before the next day: it is nearer its share without that day, or the days
+    still to come are only just enough for one group each."""
+    if days_left <= groups_left - 1:
+        return True
+    return total + weight > share and abs(total - share) <= abs(total + weight - share)
 
 
 def daily_counts(api: ApiCredentials, days: list[tuple[datetime, datetime]]) -> list[int] | None:
