@@ -31,6 +31,9 @@ DAG_FILE = REPO_ROOT / "pipelines" / "concord_pipelines" / "airflow" / "concord_
 
 
 def _uv() -> list[str]:
+    # `uv run` (CI: .ci/run) names itself in $UV without putting its folder on PATH
+    if os.environ.get("UV") and Path(os.environ["UV"]).exists():
+        return [os.environ["UV"]]
     found = shutil.which("uv")
     if found:
         return [found]
