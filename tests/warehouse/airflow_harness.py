@@ -1,7 +1,7 @@
 """Runs inside the Airflow venv (not the project's): load the DAGs folder with DagBag, then execute one
 full run of the Concord DAG with `dag.test()`. Prints one JSON line prefixed `HARNESS ` with the result.
 
-    AIRFLOW_HOME=... python airflow_harness.py <dags_folder> <dag_id> [--parse-only]
+    AIRFLOW_HOME=... python airflow_harness.py <dags_folder> <dag_id> [--parse-only] [--logical-date ISO]
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sys
 import time
 
 
-def main(dags_folder: str, dag_id: str, parse_only: bool = False) -> int:
+def main(dags_folder: str, dag_id: str, parse_only: bool = False, logical_date: str | None = None) -> int:
     try:
         from airflow.dag_processing.dagbag import DagBag  # Airflow 3
     except ImportError:
@@ -34,16 +34,25 @@ def main(dags_folder: str, dag_id: str, parse_only: bool = False) -> int:
         result["tasks"] = sorted(t.task_id for t in dag.tasks)
         result["upstream"] = {t.task_id: sorted(t.upstream_task_ids) for t in dag.tasks}
         result["retries"] = {t.task_id: t.retries for t in dag.tasks}
+        result["execution_timeout"] = {t.task_id: getattr(t.execution_timeout, "total_seconds", lambda: None)()
+                                       for t in dag.tasks}
+        result["dagrun_timeout"] = dag.dagrun_timeout.total_seconds() if dag.dagrun_timeout else None
         result["backoff"] = {t.task_id: bool(t.retry_exponential_backoff) for t in dag.tasks}
         result["max_active_runs"] = dag.max_active_runs
         result["catchup"] = bool(getattr(dag, "catchup", False))
         timetable = getattr(dag, "timetable", None)
-        result["schedule"] = str(getattr(dag, "schedule", None) or getattr(timetable, "_expression", None) or timetable)
+        result["schedule"] = str(getattr(timetable, "_expression", None) or getattr(dag, "schedule", None) or timetable)
+        result["timetable"] = type(timetable).__name__
         if parse_only:
             print("HARNESS " + json.dumps(result), flush=True)
             return 0
         started = time.monotonic()
-        run = dag.test()
+        if logical_date:
+            from datetime import datetime
+
+            run = dag.test(logical_date=datetime.fromisoformat(logical_date))
+        else:
+            run = dag.test()
         result["run_seconds"] = round(time.monotonic() - started, 2)
         result["run_state"] = str(getattr(run, "state", None))
         try:
@@ -56,4 +65,6 @@ def main(dags_folder: str, dag_id: str, parse_only: bool = False) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], sys.argv[2], "--parse-only" in sys.argv[3:]))
+    rest = sys.argv[3:]
+    when = rest[rest.index("--logical-date") + 1] if "--logical-date" in rest else None
+    sys.exit(main(sys.argv[1], sys.argv[2], "--parse-only" in rest, when))

@@ -1,6 +1,7 @@
-"""The Concord DAG in a real Airflow: a separate venv (built once, cached), `airflow db migrate`, DagBag
-without import errors, one full `dag.test()` run against the sandbox into DuckDB, then the DuckDB file
-checked against the sandbox's truth. Airflow never enters the project's venv."""
+"""The Concord DAGs in a real Airflow: a separate venv (built once, cached), `airflow db migrate`, DagBag
+without import errors, one full `dag.test()` run of one data interval against the sandbox into DuckDB,
+then the DuckDB file checked against the sandbox's truth. Airflow never enters the project's venv.
+The parallel jobs (LocalExecutor, PostgreSQL) are in test_airflow_local.py."""
 
 from __future__ import annotations
 
@@ -10,14 +11,15 @@ import shutil
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
 import pytest
 
-from concord_pipelines.concord.settings import RESOURCE_TABLES
+from concord_pipelines.concord.settings import DEFAULT_DATASET, RESOURCE_TABLES
 from tests.warehouse.conftest import REPO_ROOT
-from tests.warehouse.truth import MARTS
+from tests.warehouse.truth import MARTS, when
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 
@@ -29,6 +31,9 @@ DAG_FILE = REPO_ROOT / "pipelines" / "concord_pipelines" / "airflow" / "concord_
 
 
 def _uv() -> list[str]:
+    # `uv run` (CI: .ci/run) names itself in $UV without putting its folder on PATH
+    if os.environ.get("UV") and Path(os.environ["UV"]).exists():
+        return [os.environ["UV"]]
     found = shutil.which("uv")
     if found:
         return [found]
@@ -55,9 +60,11 @@ def airflow_python() -> Path:
         shutil.rmtree(venv, ignore_errors=True)
         venv.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run([*uv, "venv", "--quiet", "--python", sys.executable, str(venv)], check=True, timeout=300)
-    # Only apache-airflow (no extras): the DAG needs the standard provider, which it brings.
+    # Only apache-airflow (no extras): the DAG needs the standard provider, which it brings. This repo with
+    # [postgres]: psycopg2 serves the PostgreSQL warehouse and, with asyncpg (Airflow 3's async engine), the
+    # LocalExecutor tests' metadata database.
     install = subprocess.run([*uv, "pip", "install", "--python", str(python), f"apache-airflow=={AIRFLOW_VERSION}",
-                              "-e", str(REPO_ROOT)], capture_output=True, text=True, timeout=900)
+                              "asyncpg", "-e", f"{REPO_ROOT}[postgres]"], capture_output=True, text=True, timeout=900)
     if install.returncode != 0:
         pytest.fail(f"building the Airflow venv failed:\n{install.stderr[-4000:]}")
     (venv / ".complete").write_text(AIRFLOW_VERSION)
@@ -74,8 +81,9 @@ def _base_env(home: Path) -> dict[str, str]:
     return env
 
 
-def _harness(python: Path, env: dict[str, str], home: Path, *args: str, timeout: int = 600) -> tuple[dict, str]:
-    proc = subprocess.run([str(python), str(HARNESS), str(home / "dags"), "concord_export", *args], env=env,
+def _harness(python: Path, env: dict[str, str], home: Path, *args: str, timeout: int = 600,
+             dag: str = "concord_export") -> tuple[dict, str]:
+    proc = subprocess.run([str(python), str(HARNESS), str(home / "dags"), dag, *args], env=env,
                           capture_output=True, text=True, timeout=timeout)
     output = proc.stdout + "\n" + proc.stderr
     lines = [line for line in proc.stdout.splitlines() if line.startswith("HARNESS ")]
@@ -97,10 +105,11 @@ def airflow_home(airflow_python: Path, tmp_path_factory: pytest.TempPathFactory)
 
 
 def test_dag_parses_with_defaults(airflow_python: Path, airflow_home: Path) -> None:
-    """No import errors; DuckDB (default) -> exports chained one after another; retries with backoff."""
+    """No import errors; DuckDB (default) -> exports chained one after another; retries with backoff;
+    real data intervals, catchup, timeouts."""
     result, _ = _harness(airflow_python, _base_env(airflow_home), airflow_home, "--parse-only")
     assert result["import_errors"] == {}
-    assert result["dag_ids"] == ["concord_export"]
+    assert result["dag_ids"] == ["concord_backfill", "concord_export"]
     exports = [f"export_{r}" for r in RESOURCE_TABLES]
     assert sorted(result["tasks"]) == sorted([*exports, "dbt_source_freshness", "dbt_build"])
     assert result["upstream"]["dbt_source_freshness"] == sorted(exports)
@@ -109,7 +118,17 @@ def test_dag_parses_with_defaults(airflow_python: Path, airflow_home: Path) -> N
     assert len(chained) == len(exports) - 1, "DuckDB exports must run one at a time"
     assert set(result["retries"].values()) == {3} and all(result["backoff"].values())
     assert result["schedule"] in ("@daily", "0 0 * * *")  # Airflow 2 reports the preset as its cron
-    assert result["max_active_runs"] == 1 and not result["catchup"]
+    assert result["timetable"] == "CronDataIntervalTimetable", "a plain cron gives zero-width intervals in Airflow 3"
+    assert result["max_active_runs"] == 1 and result["catchup"]
+    assert set(result["execution_timeout"].values()) == {120 * 60} and result["dagrun_timeout"] == 720 * 60
+
+
+def test_backfill_dag_parses(airflow_python: Path, airflow_home: Path) -> None:
+    env = _base_env(airflow_home) | {"CONCORD_DESTINATION": "postgres", "CONCORD_PARTITION_TIMEOUT_MINUTES": "30"}
+    result, _ = _harness(airflow_python, env, airflow_home, "--parse-only", dag="concord_backfill")
+    assert result["import_errors"] == {}
+    assert result["upstream"] == {"plan": [], "export_partition": ["plan"], "finish": ["export_partition", "plan"]}
+    assert set(result["execution_timeout"].values()) == {30 * 60} and not result["catchup"]
 
 
 def test_dag_runs_exports_in_parallel_into_postgres(airflow_python: Path, airflow_home: Path) -> None:
@@ -135,9 +154,13 @@ def test_full_dag_run_into_duckdb(airflow_python: Path, airflow_home: Path, sand
         "CONCORD_RETRIES": "0",  # a failure here should fail the test now, not in 5 minutes
         # the sandbox's clock is fixed in the past: its data is stale by design, so freshness only warns here
         "CONCORD_DBT_FRESHNESS": "warn",
+        "CONCORD_DAG_START_DATE": "2026-11-01",
+        "CONCORD_INTERVAL_LOOKBACK_SECONDS": "3600",
     }
     started = time.monotonic()
-    result, output = _harness(airflow_python, env, airflow_home, timeout=900)
+    # the run of [2026-11-19, 2026-11-20): the sandbox's clock stands at 2026-11-20 12:00
+    result, output = _harness(airflow_python, env, airflow_home, "--logical-date", "2026-11-20T00:00:00+00:00",
+                              timeout=900)
     print(f"\nDAG run: {result.get('run_seconds')} s (harness {time.monotonic() - started:.1f} s), "
           f"Airflow {result['airflow_version']}")
     assert result["import_errors"] == {}
@@ -146,22 +169,28 @@ def test_full_dag_run_into_duckdb(airflow_python: Path, airflow_home: Path, sand
     assert sandbox.api_key not in output, "the API key leaked into the task logs"
 
     state = sandbox.state
+    start, end = datetime(2026, 11, 18, 23, tzinfo=UTC), datetime(2026, 11, 20, tzinfo=UTC)  # with the lookback
+
+    def updated_in(resource: str) -> int:  # the windowed resources hold exactly the run's interval
+        return sum(1 for item in state.truth(resource) if start <= when(item["dateUpdated"]) < end)
+
     truth = {
         "projects": len(state.truth("projects")),
-        "consent_events": len(state.truth("consent-events")),
+        "consent_events": updated_in("consent-events"),
         "consent_types": len(state.truth("consent-types")),
-        "compliance_requests": len(state.truth("compliance-requests")),
-        "compliance_request_events": len(state.truth("compliance-requests-events")),
+        "compliance_requests": updated_in("compliance-requests"),
+        "compliance_request_events": updated_in("compliance-requests-events"),
         "tracker_scan_configs": len(state.truth("tracker-scan-history")),
         "tracker_scans": sum(len(c["scanHistory"]) for c in state.truth("tracker-scan-history")),
     }
     with duckdb.connect(str(duckdb_path), read_only=True) as conn:
-        conn.execute('USE "concord"."concord"')
+        conn.execute(f'USE "concord"."{DEFAULT_DATASET}"')
         for table, want in truth.items():
             assert conn.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0] == want, table
+        assert truth["consent_events"] > 0
         assert conn.execute("SELECT count(*) FROM usage_daily").fetchone()[0] > 0
         built = {r[0] for r in conn.execute("SELECT table_name FROM information_schema.tables WHERE "
-                                            "table_schema = 'concord'").fetchall()}
+                                            f"table_schema = '{DEFAULT_DATASET}'").fetchall()}
         assert set(MARTS) <= built, "dbt_build built the marts and the v1_* views"
         pipelines = {r[0] for r in conn.execute("SELECT DISTINCT pipeline_name FROM _dlt_pipeline_state").fetchall()}
     assert pipelines == {f"concord_{r}" for r in RESOURCE_TABLES}, "each resource keeps its own dlt state"

@@ -1,8 +1,9 @@
-"""What the Concord Airflow DAG runs, kept free of Airflow imports so it is testable without Airflow.
+"""What the Concord Airflow DAGs run, kept free of Airflow imports so it is testable without Airflow.
 
 Settings come, highest first, from an environment variable `CONCORD_<NAME>` (e.g. CONCORD_SCHEDULE), an
 Airflow Variable `concord_<name>` (which Airflow also reads from AIRFLOW_VAR_CONCORD_<NAME>), then the
-default below. Credentials come from Airflow connections (`concord_api`, `concord_warehouse`), else
+default below. When a DAG file is parsed only the environment is read (CONCORD_<NAME>, then
+AIRFLOW_VAR_CONCORD_<NAME>): no metadata-database look-ups per parse. Tasks read Variables when they run. Credentials come from Airflow connections (`concord_api`, `concord_warehouse`), else
 from Variables, else from dlt's own config (SOURCES__CONCORD__API_KEY, DESTINATION__POSTGRES__CREDENTIALS,
 .dlt/secrets.toml) - never from the DAG file, and they are never logged. See docs/airflow.md.
 """
@@ -14,6 +15,7 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -37,7 +39,7 @@ DEFAULTS: dict[str, str] = {
     "retry_delay_seconds": "300",
     "max_retry_delay_seconds": "3600",
     "pipelines_dir": "",  # empty = $AIRFLOW_HOME/dlt_pipelines
-    "pipeline_prefix": "concord",
+    "pipeline_prefix": concord_settings.DEFAULT_PIPELINE_NAME,  # the CLI's default name: one naming for both
     "start_date": "",
     "lag_seconds": "",
     "lookback_seconds": "",
@@ -46,7 +48,26 @@ DEFAULTS: dict[str, str] = {
     "dbt_freshness": "error",  # error: stale sources fail dbt_source_freshness | warn: only logged | off
     "api_conn_id": "concord_api",
     "warehouse_conn_id": "concord_warehouse",
+    # the shape of the scheduled DAG (read from the environment when the file is parsed)
+    "dag_start_date": "2026-12-01",  # the first data interval; older history is the backfill DAG's job
+    "dag_end_date": "",  # empty: no end; else the last data interval ends on or before it
+    "catchup": "true",  # missed intervals are run when the DAG is unpaused
+    "interval_lookback_seconds": "3600",  # each interval also re-reads this much before its start (late rows)
+    "task_timeout_minutes": "120",
+    "dagrun_timeout_minutes": "720",
+    # the partitioned backfill DAG
+    "backfill_partitions": "8",  # how many partitions a backfill is cut into (by the API's per-day counts)
+    "backfill_parallelism": "4",  # partitions running at once in one backfill run
+    "backfill_pool": "",  # an Airflow pool bounding partitions across all runs (create it first)
+    "partition_timeout_minutes": "120",
+    "backfill_timeout_minutes": "2880",
 }
+
+# Settings that shape a DAG: read at parse time from the environment only.
+PARSE_TIME = ("schedule", "resources", "destination", "parallelism", "pool", "retries", "retry_delay_seconds",
+              "max_retry_delay_seconds", "models", "dbt_freshness", "dag_start_date", "dag_end_date", "catchup",
+              "task_timeout_minutes", "dagrun_timeout_minutes", "backfill_parallelism", "backfill_pool",
+              "partition_timeout_minutes", "backfill_timeout_minutes")
 
 
 def airflow_home() -> Path:
@@ -75,25 +96,44 @@ class DagSettings:
     dbt_freshness: str
     api_conn_id: str
     warehouse_conn_id: str
+    dag_start_date: str
+    dag_end_date: str | None
+    catchup: bool
+    interval_lookback_seconds: int
+    task_timeout_minutes: int
+    dagrun_timeout_minutes: int
+    backfill_partitions: int
+    backfill_parallelism: int
+    backfill_pool: str | None
+    partition_timeout_minutes: int
+    backfill_timeout_minutes: int
     extra: dict[str, Any] = field(default_factory=dict)
 
     def pipeline_name(self, resource: str) -> str:
-        """One dlt pipeline per resource: own state, own lock, so tasks never share or clobber state."""
+        """One dlt pipeline per resource: own state, own lock, so tasks never share or clobber state.
+        The CLI reaches the same state with `--pipeline-name <prefix>_<resource> --resources <resource>`."""
         return f"{self.pipeline_prefix}_{resource}"
+
+    def partition_pipeline_name(self, index: int) -> str:
+        """A backfill partition's own pipeline (own local state and lock; intervals move no cursor)."""
+        return f"{self.pipeline_prefix}_backfill_p{index:03d}"
 
 
 def lookup(name: str, variable: Getter | None = None) -> str:
-    """CONCORD_<NAME> env var, else Airflow Variable concord_<name>, else the default."""
+    """CONCORD_<NAME> env var, else Airflow Variable concord_<name>, else the default. Without `variable`
+    (parse time) the Variable is read from its environment form AIRFLOW_VAR_CONCORD_<NAME> only."""
     env = os.environ.get(f"CONCORD_{name.upper()}")
     if env is not None and env != "":
         return env
-    if variable is not None:
-        try:
-            value = variable(f"concord_{name}")
-        except Exception:  # no metadata DB at parse time, or the Variable does not exist
-            value = None
-        if value is not None and str(value) != "":
-            return str(value)
+    if variable is None:
+        env = os.environ.get(f"AIRFLOW_VAR_CONCORD_{name.upper()}")
+        return env if env else DEFAULTS[name]
+    try:
+        value = variable(f"concord_{name}")
+    except Exception:  # no metadata DB here, or the Variable does not exist
+        value = None
+    if value is not None and str(value) != "":
+        return str(value)
     return DEFAULTS[name]
 
 
@@ -146,11 +186,33 @@ def load_settings(variable: Getter | None = None) -> DagSettings:
         lag_seconds=_int("lag_seconds", get("lag_seconds")),
         lookback_seconds=_int("lookback_seconds", get("lookback_seconds")),
         concurrency=_int("concurrency", get("concurrency")),
-        models=get("models").strip().lower() in ("1", "true", "yes", "on"),
+        models=_flag(get("models")),
         dbt_freshness=freshness,
         api_conn_id=get("api_conn_id").strip(),
         warehouse_conn_id=get("warehouse_conn_id").strip(),
+        dag_start_date=get("dag_start_date").strip(),
+        dag_end_date=get("dag_end_date").strip() or None,
+        catchup=_flag(get("catchup")),
+        interval_lookback_seconds=_int("interval_lookback_seconds", get("interval_lookback_seconds")) or 0,
+        task_timeout_minutes=_positive("task_timeout_minutes", get),
+        dagrun_timeout_minutes=_positive("dagrun_timeout_minutes", get),
+        backfill_partitions=_positive("backfill_partitions", get),
+        backfill_parallelism=_positive("backfill_parallelism", get),
+        backfill_pool=get("backfill_pool").strip() or None,
+        partition_timeout_minutes=_positive("partition_timeout_minutes", get),
+        backfill_timeout_minutes=_positive("backfill_timeout_minutes", get),
     )
+
+
+def _flag(raw: str) -> bool:
+    return raw.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _positive(name: str, get: Callable[[str], str]) -> int:
+    value = _int(name, get(name))
+    if value is None or value < 1:
+        raise ConfigError(f"concord_{name} must be a whole number of at least 1, got {get(name)!r}")
+    return value
 
 
 @dataclass
@@ -231,11 +293,27 @@ def destination_credentials(destination: str, url: str | None) -> Iterator[None]
             os.environ[key] = previous
 
 
+WINDOWED = tuple(name for name in concord_settings.RESOURCE_TABLES
+                 if getattr(concord_settings.ALL_TABLE_SPECS.get(name), "windowed", False))
+
+
+def task_interval(start: datetime, end: datetime, s: DagSettings) -> tuple[datetime, datetime]:
+    """The rows a scheduled run exports: its data interval, reaching `interval_lookback_seconds` further back
+    for rows written late; an end still in the future (a manual run) is cut at now: intervals may not pass it."""
+    start, end = start.astimezone(UTC), end.astimezone(UTC)
+    return start - timedelta(seconds=s.interval_lookback_seconds), min(end, datetime.now(tz=UTC))
+
+
 def export_resource(resource: str, s: DagSettings, api: ApiCredentials, warehouse: str | None,
-                    out: Any = None) -> dict[str, Any]:
-    """Run one resource's export with its own pipeline; returns a small summary (safe for XCom)."""
+                    out: Any = None, interval: tuple[datetime, datetime] | None = None) -> dict[str, Any]:
+    """Run one resource's export with its own pipeline; returns a small summary (safe for XCom).
+
+    A date-windowed resource with an `interval` exports exactly that interval and merges it, its cursor
+    untouched (repairs and backfills are idempotent); the others always run incrementally."""
+    from concord_pipelines.airflow.locks import postgres_url, run_lock
     from concord_pipelines.concord.runner import RunOptions, run_export
 
+    window = interval if resource in WINDOWED else None
     options = RunOptions(
         organization_id=api.organization_id,
         api_key=api.api_key,
@@ -252,15 +330,19 @@ def export_resource(resource: str, s: DagSettings, api: ApiCredentials, warehous
         concurrency=s.concurrency,
         progress=True,
         dbt=False,  # the DAG builds once, after every export (build_models), not after each one
+        interval_start=window[0] if window else None,
+        interval_end=window[1] if window else None,
     )
     Path(s.pipelines_dir).mkdir(parents=True, exist_ok=True)
-    with destination_credentials(s.destination, warehouse):
+    lock_name = f"concord:{s.dataset}:{options.pipeline_name}"
+    with destination_credentials(s.destination, warehouse), run_lock(postgres_url(s.destination, warehouse), lock_name):
         result = run_export(options, out=out)
     if out is not None:
         print(result.summary(), file=out)
     return {
         "resource": resource,
         "pipeline_name": options.pipeline_name,
+        "interval": [window[0].isoformat(), window[1].isoformat()] if window else None,
         "seconds": round(result.seconds, 2),
         "tables": {t.table: {"loaded": t.loaded, "total": t.total} for t in result.tables},
     }
