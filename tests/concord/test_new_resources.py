@@ -20,7 +20,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 def run_cli(export: Export, cwd: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SOURCES__", "DESTINATION__", "RUNTIME__"))}
-    env.update(PYTHONPATH=str(REPO), SOURCES__CONCORD__API_KEY=export.sandbox.api_key)
+    # dbt off, as tests/conftest.py sets it for every test: the dbt tests (tests/warehouse) build the models
+    env.update(PYTHONPATH=str(REPO), SOURCES__CONCORD__API_KEY=export.sandbox.api_key, SOURCES__CONCORD__DBT="false")
     args = ["run", "--org", export.sandbox.org_id, "--base-url", export.sandbox.base_url,
             "--duckdb-path", export.duckdb_path, "--pipeline-name", export.pipeline_name,
             "--pipelines-dir", str(export.tmp / "pipelines"), "--lag-seconds", "0", "--quiet", *extra]

@@ -88,8 +88,13 @@ def pending_packages(export: Export) -> list[str]:
 
 
 def cli_env(export: Export | None = None, **extra: str) -> dict[str, str]:
-    """A clean environment for the CLI: no inherited SOURCES__/DESTINATION__ settings, the repo importable."""
+    """A clean environment for the CLI: no inherited SOURCES__/DESTINATION__ settings, the repo importable.
+
+    dbt stays off (tests/conftest.py): a CLI run would otherwise build and test every model after its
+    load, tens of seconds each on CI's two cores, and the dbt tests (tests/warehouse) prove that. A test
+    that wants the build passes SOURCES__CONCORD__DBT="true"."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SOURCES__", "DESTINATION__", "RUNTIME__"))}
+    env["SOURCES__CONCORD__DBT"] = "false"
     env["PYTHONPATH"] = str(REPO)
     env["PYTHONUNBUFFERED"] = "1"
     if export is not None:

@@ -70,9 +70,10 @@ def export(make_export, workdir) -> Export:
     return make_export(events=400, api_key=API_KEY)
 
 
-def _cli(export: Export, workdir: Path, key: str, *extra: str, base_url: str | None = None) -> str:
+def _cli(export: Export, workdir: Path, key: str, *extra: str, base_url: str | None = None, dbt: bool = False) -> str:
     env = cli_env(export, SOURCES__CONCORD__API_KEY=key, SOURCES__CONCORD__PII_SALT=SALT,
-                  SOURCES__CONCORD__BACKOFF_BASE="0.01", RUNTIME__LOG_LEVEL="DEBUG")
+                  SOURCES__CONCORD__BACKOFF_BASE="0.01", RUNTIME__LOG_LEVEL="DEBUG",
+                  SOURCES__CONCORD__DBT=str(dbt).lower())
     args = cli_args(export, "--pii", "hash", *extra)
     if base_url is not None:
         args[args.index("--base-url") + 1] = base_url
@@ -86,9 +87,11 @@ def _error_line(output: str) -> str:
 
 def test_secrets_stay_secret_through_the_cli_after_failing_and_good_runs(export, workdir):
     export.state.faults.configure("500=next:1")  # a retry in the debug logs
-    good = _cli(export, workdir, API_KEY)
+    # one good run builds the models too: dbt's child process inherits the key and salt in its environment
+    good = _cli(export, workdir, API_KEY, dbt=True)
     assert good.startswith("exit 0"), good
     assert "retrying" in good, "debug logs were not captured: the test would prove nothing"
+    assert "dbt build: " in good, "the models were not built: dbt's output was not checked"
     wrong = _cli(export, workdir, WRONG_KEY)
     assert wrong.startswith("exit 2") and "Traceback" in wrong, wrong
     export.state.faults.configure("503=always")

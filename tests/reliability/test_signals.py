@@ -35,6 +35,12 @@ def _wait_for_stall(export: Export, proc: subprocess.Popen[str], timeout: float 
         time.sleep(0.2)
 
 
+def _drop_stalled_responses(export: Export) -> None:
+    """The signalled run's request still sleeps in the sandbox (stall_seconds=600) with nobody reading it:
+    stopping the server would wait 10 s for it (uvicorn's graceful shutdown, BackgroundServer's join)."""
+    export.sandbox._server._server.force_exit = True  # only read when the server shuts down
+
+
 def _error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.strip() and not line.startswith("exporting the Concord API")]
 
@@ -61,6 +67,7 @@ def test_signal_ends_a_stalled_run_promptly_with_its_exit_code(make_export, work
     assert len(lines) == 1 and lines[0].startswith(f"error: interrupted by {sig.name}"), stderr
     assert "Traceback" not in stderr
     export.state.faults.clear()
+    _drop_stalled_responses(export)
     before.assert_unchanged(export)
     export.run(resources=["projects", "consent_events"])  # and the next run works
 
@@ -89,6 +96,7 @@ def test_lock_lives_with_dlt_state_not_home_and_covers_the_dlt_duckdb_reference(
         first.send_signal(signal.SIGTERM)
         first.communicate(timeout=60)
     assert first.returncode == 143
+    _drop_stalled_responses(export)
     assert not (tmp_path / "home-a" / ".dlt").exists() and not (tmp_path / "home-b" / ".dlt").exists()
     export.state.faults.clear()
     done = run_cli(other, env, workdir)

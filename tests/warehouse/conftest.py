@@ -6,6 +6,7 @@ it never skips in CI (CI=true): a missing server there is a failure, not a skip.
 
 from __future__ import annotations
 
+import fcntl
 import glob
 import os
 import pwd
@@ -14,7 +15,8 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,8 +108,26 @@ def _service_user() -> str:
     return "concord-pg"
 
 
+@contextmanager
+def _one_setup_at_a_time() -> Iterator[None]:
+    """Each pytest-xdist worker that needs PostgreSQL starts its own server (own data folder and port), but
+    two at once would race in apt-get (dpkg's lock), in useradd, and between choosing a free port and binding it."""
+    with open(Path(tempfile.gettempdir()) / "concord-pg-setup.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+        yield
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
+    with _one_setup_at_a_time():
+        server, stop = _start_postgres()
+    try:
+        yield server
+    finally:
+        stop()
+
+
+def _start_postgres() -> tuple[PostgresServer, Callable[[], None]]:
     bin_dir = find_postgres_bin()
     if bin_dir is None:
         if os.geteuid() != 0 or not shutil.which("apt-get"):
@@ -156,14 +176,15 @@ def postgres_server() -> Iterator[PostgresServer]:
     admin.close()
     server = PostgresServer(url=f"postgresql://concord_test:{password}@127.0.0.1:{port}/concord_test", host="127.0.0.1",
                             port=port, user="concord_test", password=password, database="concord_test", bin_dir=bin_dir)
-    try:
-        yield server
-    finally:
+
+    def stop() -> None:
         try:
             run("pg_ctl", "-D", str(data), "-m", "fast", "-w", "stop")
         except subprocess.CalledProcessError:
             time.sleep(1)
         shutil.rmtree(root, ignore_errors=True)
+
+    return server, stop
 
 
 @pytest.fixture(scope="session")
