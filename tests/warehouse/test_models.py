@@ -178,7 +178,7 @@ def _set_freshness_fields(path: Path, consent_events_age_days: int) -> None:
 def test_source_freshness_names_the_stale_table(cli_build: tuple[CliRun, Path], tmp_path: Path) -> None:
     path = tmp_path / "concord.duckdb"
     shutil.copy(cli_build[1] / "concord.duckdb", path)
-    target = DbtTarget.duckdb(str(path), "concord")
+    target = DbtTarget.duckdb(str(path), DEFAULT_DATASET)
     _set_freshness_fields(path, consent_events_age_days=0)
     fresh = run_dbt(target, "source freshness", variables={"cdr_enabled": False})
     assert fresh.ok and fresh.passed >= 8 and not fresh.failures, fresh.summary_line()
@@ -190,7 +190,7 @@ def test_source_freshness_names_the_stale_table(cli_build: tuple[CliRun, Path], 
 def test_docs_generate_builds_the_catalogue(cli_build: tuple[CliRun, Path], tmp_path: Path) -> None:
     path = tmp_path / "concord.duckdb"
     shutil.copy(cli_build[1] / "concord.duckdb", path)
-    result = run_dbt(DbtTarget.duckdb(str(path), "concord"), "docs generate", variables={"cdr_enabled": False},
+    result = run_dbt(DbtTarget.duckdb(str(path), DEFAULT_DATASET), "docs generate", variables={"cdr_enabled": False},
                      work_dir=str(tmp_path))
     assert result.returncode == 0, result.message
     catalog = json.loads((tmp_path / "target" / "catalog.json").read_text())
