@@ -54,6 +54,16 @@ def test_arrow_path_equals_dict_path():
     assert fast.schema.field("date_updated").type == pa.timestamp("us", tz="UTC")
 
 
+@pytest.mark.parametrize("subcategories", [
+    [["a", "b"], [], None, ["é", "x y", "\u2028", "\x7f"]],  # arrow builds the JSON text itself
+    [["q\"uote"], ["back\\slash"], ["new\nline", "tab\t"], ["ok", None]],  # items that need escaping or null
+])
+def test_json_text_of_string_lists_equals_the_dict_path(subcategories: list) -> None:
+    items = [{"id": str(n), "subcategory": value} for n, value in enumerate(subcategories)]
+    fast = arrow_to_columns(read_page_arrow(body(items))[1], settings.CONSENT_EVENTS.columns)
+    assert fast.column("subcategory").to_pylist() == dict_path(items).column("subcategory").to_pylist()
+
+
 def test_arrow_path_drops_and_hashes_like_the_dict_path():
     _, raw = read_page_arrow(body(ITEMS))
     dropped = arrow_to_columns(raw, settings.CONSENT_EVENTS.columns, drop=settings.PII_COLUMNS)
