@@ -14,6 +14,7 @@ import dlt
 import pytest
 
 from concord_pipelines import cdr_metrics_source, concord_source
+from concord_pipelines.cdr_metrics.source import OBSERVATION_KEY
 from concord_pipelines.concord import settings
 from concord_pipelines.sandbox import SandboxServer
 from concord_pipelines.sandbox.cdr_holder import CdrHolderServer, HolderState
@@ -95,12 +96,42 @@ def holders() -> Iterator[list[CdrHolderServer]]:
         yield [bank, energy]
 
 
-def test_cdr_metrics_source_into_duckdb_in_one_run(holders: list[CdrHolderServer], tmp_path: Path) -> None:
+def _cdr_destination(kind: str, tmp_path: Path, postgres_url: str | None = None) -> Any:
+    if kind == "duckdb":
+        return dlt.destinations.duckdb(str(tmp_path / "cdr.duckdb"))
+    if kind == "postgres":
+        return dlt.destinations.postgres(postgres_url)
+    return dlt.destinations.filesystem((tmp_path / "lake").as_uri())
+
+
+def _cdr_rows(pipeline: dlt.Pipeline, kind: str, tmp_path: Path, table: str) -> list[dict[str, Any]]:
+    if kind == "filesystem":
+        from deltalake import DeltaTable
+
+        return DeltaTable(str(tmp_path / "lake" / "cdr_plain" / table)).to_pyarrow_table().to_pylist()
+    with pipeline.sql_client() as sql, sql.execute_query(f"SELECT * FROM {sql.make_qualified_table_name(table)}") as cursor:
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def _keys(rows: list[dict[str, Any]], key: tuple[str, ...]) -> list[tuple[Any, ...]]:
+    return [tuple(row[k] for k in key) for row in rows]
+
+
+@pytest.mark.parametrize("kind", ["duckdb", pytest.param("postgres", marks=pytest.mark.postgres), "filesystem"])
+def test_cdr_metrics_source_in_one_run(kind: str, holders: list[CdrHolderServer], tmp_path: Path,
+                                       request: pytest.FixtureRequest) -> None:
+    url = request.getfixturevalue("postgres_server").url if kind == "postgres" else None
     before = set(threading.enumerate())
-    pipeline = dlt.pipeline("plain_cdr", destination=dlt.destinations.duckdb(str(tmp_path / "cdr.duckdb")),
+    pipeline = dlt.pipeline(f"plain_cdr_{kind}", destination=_cdr_destination(kind, tmp_path, url),
                             dataset_name="cdr_plain", pipelines_dir=str(tmp_path / "dlt"))
-    pipeline.run(cdr_metrics_source(holders=[holder_config(h, h.state.name) for h in holders]))
-    with pipeline.sql_client() as sql:
-        rows = sql.execute_sql(f"SELECT data_holder, count(*) FROM {sql.make_qualified_table_name('snapshots')} GROUP BY 1")
-    assert sorted(rows) == [("bank", 1), ("energy", 1)]
+    source = cdr_metrics_source(holders=[holder_config(h, h.state.name) for h in holders])
+    table_format = "delta" if kind == "filesystem" else None
+    pipeline.run(source, table_format=table_format)
+    first = _keys(_cdr_rows(pipeline, kind, tmp_path, "metric_observations"), OBSERVATION_KEY)
+    pipeline.run(cdr_metrics_source(holders=[holder_config(h, h.state.name) for h in holders]), table_format=table_format)
+    observations = _keys(_cdr_rows(pipeline, kind, tmp_path, "metric_observations"), OBSERVATION_KEY)
+    assert first and len(observations) == len(set(observations)) == len(first)  # the second run merged, once each
+    snapshots = sorted(row["data_holder"] for row in _cdr_rows(pipeline, kind, tmp_path, "snapshots"))
+    assert snapshots == ["bank", "bank", "energy", "energy"]  # one snapshot per holder and request: the history
     _no_new_threads(before)
