@@ -281,9 +281,15 @@ def destination_credentials(destination: str, url: str | None) -> Iterator[None]
     if not url:
         yield
         return
-    key = f"DESTINATION__{destination.upper()}__CREDENTIALS"
+    with env_override(f"DESTINATION__{destination.upper()}__CREDENTIALS", url):
+        yield
+
+
+@contextmanager
+def env_override(key: str, value: str) -> Iterator[None]:
+    """`key` set to `value` in this process's environment while the block runs (dlt reads its config there)."""
     previous = os.environ.get(key)
-    os.environ[key] = url
+    os.environ[key] = value
     try:
         yield
     finally:

@@ -53,31 +53,32 @@ def _connect(url: str) -> Any:
 @contextmanager
 def run_lock(url: str | None, name: str) -> Iterator[None]:
     """Hold `name` exclusively across hosts, or fail at once: a second run of a pipeline waits for a retry."""
-    if url is None:
+    with _advisory_lock(url, name, wait=False):
         yield
-        return
-    conn = _connect(url)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(name),))
-            if not cur.fetchone()[0]:
-                raise ConcurrentRunError(f"another worker is running {name} (PostgreSQL advisory lock); "
-                                         "this try fails and Airflow retries it later")
-        yield
-    finally:
-        conn.close()  # ends the session, which releases the lock
 
 
 @contextmanager
 def wait_lock(url: str | None, name: str) -> Iterator[None]:
     """Hold `name` exclusively across hosts, waiting for it (the task's execution_timeout bounds the wait)."""
+    with _advisory_lock(url, name, wait=True):
+        yield
+
+
+@contextmanager
+def _advisory_lock(url: str | None, name: str, wait: bool) -> Iterator[None]:
     if url is None:
         yield
         return
     conn = _connect(url)
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT pg_advisory_lock(%s)", (lock_key(name),))
+            if wait:
+                cur.execute("SELECT pg_advisory_lock(%s)", (lock_key(name),))
+            else:
+                cur.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(name),))
+                if not cur.fetchone()[0]:
+                    raise ConcurrentRunError(f"another worker is running {name} (PostgreSQL advisory lock); "
+                                             "this try fails and Airflow retries it later")
         yield
     finally:
-        conn.close()
+        conn.close()  # ends the session, which releases the lock

@@ -16,7 +16,6 @@ What concurrent dlt pipelines loading one dataset share, and what this module do
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
@@ -30,6 +29,7 @@ from concord_pipelines.airflow.concord_tasks import (
     ApiCredentials,
     DagSettings,
     destination_credentials,
+    env_override,
 )
 from concord_pipelines.errors import ConfigError
 
@@ -127,19 +127,6 @@ def staging_layout(index: int) -> str:
 
 
 @contextmanager
-def _env(key: str, value: str) -> Iterator[None]:
-    previous = os.environ.get(key)
-    os.environ[key] = value
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = previous
-
-
-@contextmanager
 def file_lock(path: str) -> Iterator[None]:
     """Wait for an exclusive lock on `path` (one host: what a DuckDB file allows anyway)."""
     import fcntl
@@ -170,7 +157,7 @@ def export_partition(part: Partition, s: DagSettings, api: ApiCredentials, wareh
     Path(s.pipelines_dir).mkdir(parents=True, exist_ok=True)
     layout_key = f"DESTINATION__{s.destination.upper()}__STAGING_DATASET_NAME_LAYOUT"
     schema_lock, load_lock = _locks(s, warehouse)
-    with destination_credentials(s.destination, warehouse), _env(layout_key, staging_layout(part.index)):
+    with destination_credentials(s.destination, warehouse), env_override(layout_key, staging_layout(part.index)):
         return _run(part, s, api, schema_lock, load_lock)
 
 
