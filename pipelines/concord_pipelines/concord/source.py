@@ -60,7 +60,6 @@ def live_stats() -> dict[str, ResourceStats]:
     What a run did is kept in each resource's dlt state (`last_run`), which is what summaries read.
     """
     merged: dict[str, ResourceStats] = {}
-    _LIVE[:] = [ref for ref in _LIVE if ref() is not None]
     for ref in _LIVE:
         if ctx := ref():
             merged.update(ctx.stats)
@@ -107,7 +106,7 @@ class SourceContext:
         self.table_format = table_format  # delta/iceberg tables on filesystem (dlt's table_format hint)
         self._projects: list[dict[str, Any]] | None = None
         self.active = 0  # resources of this source being read now
-        _LIVE.append(weakref.ref(self))
+        _LIVE[:] = [*(ref for ref in _LIVE if ref() is not None), weakref.ref(self)]  # a long-lived worker keeps no dead refs
 
     @property
     def run_started(self) -> datetime:

@@ -131,7 +131,7 @@ class _Setup:
     client_options: ClientOptions
     destination: Any
     duckdb_path: str | None
-    pipelines_dir: str | None
+    pipelines_dir: Path
     project_ids: list[str] | None
     resources: list[str]
     since: datetime
@@ -145,14 +145,13 @@ class _Setup:
 
     def pipeline(self) -> dlt.Pipeline:
         return dlt.pipeline(self.run.pipeline_name, destination=self.destination, dataset_name=self.run.dataset,
-                            pipelines_dir=self.pipelines_dir)
+                            pipelines_dir=str(self.pipelines_dir))
 
     @contextmanager
     def locked(self) -> Iterator[None]:
         """The locks `run` takes: verify never reads or edits a warehouse a run is writing."""
-        lock_dir = Path(self.pipelines_dir or Path.home() / ".dlt" / "pipelines")
         with ExitStack() as stack:
-            stack.enter_context(exclusive(lock_dir / f".{self.run.pipeline_name}.lock", f"pipeline '{self.run.pipeline_name}'"))
+            stack.enter_context(exclusive(self.pipelines_dir / f".{self.run.pipeline_name}.lock", f"pipeline '{self.run.pipeline_name}'"))
             if self.duckdb_path:
                 stack.enter_context(exclusive(Path(self.duckdb_path + ".lock"), f"DuckDB file {self.duckdb_path}"))
             yield
@@ -193,7 +192,7 @@ def _setup(options: VerifyOptions) -> _Setup:
     destination, duckdb_path = make_destination(run)
     if duckdb_path and not Path(duckdb_path).exists():
         raise ConfigError(f"nothing to verify: {duckdb_path} does not exist; run `concord-pipeline run` first or fix --duckdb-path")
-    return _Setup(options, run, checked.client_options(), destination, duckdb_path, str(checked.pipelines_dir),
+    return _Setup(options, run, checked.client_options(), destination, duckdb_path, checked.pipelines_dir,
                   checked.project_ids, resources, since, now, timedelta(seconds=checked.lag))
 
 
